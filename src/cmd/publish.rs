@@ -1,0 +1,166 @@
+//! `swarmfs publish DIR`: write the release's torrent, print its infohash, optionally seed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use tracing::{info, warn};
+
+use super::seed::{serve_until_signal, SwarmArgs};
+use super::ByteProgress;
+use crate::release::{self, PublishOptions, Release, DEFAULT_PIECE_LENGTH};
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The release directory. It is only read, never modified.
+    pub dir: PathBuf,
+    /// Where to write the torrent [default: ./<name>.torrent]. Must be outside DIR.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Release name (the torrent's `name`) [default: DIR's name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Piece size: a power of two from 16K to 16M. Smaller pieces reach a first byte sooner.
+    #[arg(long, value_parser = super::parse_size, default_value_t = DEFAULT_PIECE_LENGTH)]
+    pub piece_size: u64,
+    /// Tracker announce URL (repeatable); the first is `announce`, all go in `announce-list`.
+    #[arg(long = "tracker", value_name = "URL")]
+    pub trackers: Vec<String>,
+    /// Free-text comment stored in the torrent (outside the infohash).
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// Store the current time as `creation date` (off by default so that the torrent
+    /// file is byte-for-byte reproducible; the infohash never depends on it).
+    #[arg(long)]
+    pub creation_date: bool,
+    /// Set the private bit (BEP 27): peers then come from trackers and --peer only.
+    #[arg(long)]
+    pub private: bool,
+    /// Print one JSON object (name, infohash, magnet, torrent, sizes) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// After publishing, serve the release from DIR until SIGINT/SIGTERM (as `swarmfs seed`).
+    #[arg(long)]
+    pub seed: bool,
+    #[command(flatten)]
+    pub swarm: SwarmArgs,
+}
+
+pub fn run(args: PublishArgs) -> Result<()> {
+    for t in &args.trackers {
+        url::Url::parse(t).with_context(|| format!("--tracker {t:?} is not a URL"))?;
+    }
+    let opts = PublishOptions {
+        name: args.name.clone(),
+        piece_length: args.piece_size,
+        trackers: args.trackers.clone(),
+        comment: args.comment.clone(),
+        creation_date: args.creation_date.then(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        }),
+        private: args.private,
+    };
+    let progress = ByteProgress::new("hashing", None);
+    let published = release::publish(&args.dir, &opts, &|n| progress.inc(n))
+        .with_context(|| format!("cannot publish {}", args.dir.display()))?;
+    let (bytes, secs) = progress.finish();
+    for d in &published.empty_dirs {
+        warn!(
+            "empty directory {d:?} is not in the torrent: BitTorrent v1 cannot carry empty directories"
+        );
+    }
+    let rel = published.release;
+    info!(
+        files = rel.visible_entries().count(),
+        bytes,
+        seconds = format!("{secs:.2}"),
+        "hashed {} at {:.0} MiB/s",
+        rel.name,
+        bytes as f64 / (1 << 20) as f64 / secs.max(1e-9)
+    );
+
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.torrent", rel.name)));
+    refuse_inside(&out, &args.dir)?;
+    write_atomically(&out, &rel.torrent_bytes)
+        .with_context(|| format!("cannot write the torrent to {}", out.display()))?;
+
+    print_result(&rel, &out, args.json)?;
+    if args.seed {
+        let rel = Arc::new(rel);
+        serve_until_signal(rel, args.dir.clone(), &args.swarm)?;
+    }
+    Ok(())
+}
+
+fn print_result(rel: &Release, out: &Path, json: bool) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        let v = serde_json::json!({
+            "name": rel.name,
+            "infohash": rel.info_hash.to_string(),
+            "magnet": rel.magnet(),
+            "torrent": out,
+            "piece_length": rel.piece_length,
+            "pieces": rel.piece_count(),
+            "total_bytes": rel.total_length,
+            "files": rel.visible_entries().count(),
+            "private": rel.private,
+        });
+        writeln!(stdout, "{v}")?;
+    } else {
+        writeln!(stdout, "{}", rel.info_hash)?;
+        writeln!(stdout, "{}", rel.magnet())?;
+        eprintln!(
+            "published {}: {} entries, {} bytes in {} pieces of {} KiB -> {}",
+            rel.name,
+            rel.visible_entries().count(),
+            rel.total_length,
+            rel.piece_count(),
+            rel.piece_length / 1024,
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// The published directory is never modified: refuse an output path inside it.
+fn refuse_inside(out: &Path, dir: &Path) -> Result<()> {
+    let dir = std::fs::canonicalize(dir)?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let parent = std::fs::canonicalize(&parent)
+        .with_context(|| format!("the directory of --out {} does not exist", out.display()))?;
+    if parent.starts_with(&dir) {
+        bail!(
+            "refusing to write {} inside the release directory {}: pass --out with a path outside it",
+            out.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes through a temporary file and a rename, so a crash never leaves half a torrent.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -1,0 +1,134 @@
+//! `swarmfs seed TORRENT --data DIR`: check DIR against the torrent, then serve it.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tracing::info;
+
+use super::ByteProgress;
+use crate::release::{self, Release};
+use crate::swarm::{Seeder, SwarmOptions, PROGRESS_INTERVAL};
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// The release's .torrent file (from `swarmfs publish` or any BitTorrent v1 tool).
+    pub torrent: PathBuf,
+    /// The release directory to serve. It is checked first and only ever read.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub swarm: SwarmArgs,
+}
+
+/// How this peer joins the swarm; shared by every command that talks to peers.
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
+    /// Address for incoming peer connections, TCP and uTP [default: 0.0.0.0 and a free port].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Extra tracker to announce to (repeatable), besides the torrent's own.
+    #[arg(long = "tracker", value_name = "URL", id = "swarm_tracker")]
+    pub trackers: Vec<String>,
+    /// Peer to connect to at once (repeatable).
+    #[arg(long = "peer", value_name = "ADDR:PORT")]
+    pub peers: Vec<SocketAddr>,
+    /// Upload limit in bytes per second (e.g. 10M).
+    #[arg(long, value_parser = super::parse_rate)]
+    pub upload_limit: Option<NonZeroU32>,
+    /// Join the public mainline DHT. Off by default: a private fleet must not announce its code.
+    #[arg(long)]
+    pub dht: bool,
+    /// Do not use local service discovery (BEP 14 multicast on the LAN).
+    #[arg(long)]
+    pub no_lsd: bool,
+}
+
+impl SwarmArgs {
+    pub fn options(&self) -> SwarmOptions {
+        SwarmOptions {
+            listen: self.listen,
+            trackers: self.trackers.clone(),
+            peers: self.peers.clone(),
+            dht: self.dht,
+            lsd: !self.no_lsd,
+            upload_limit_bps: self.upload_limit,
+            download_limit_bps: None,
+        }
+    }
+}
+
+pub fn run(args: SeedArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.torrent)
+        .with_context(|| format!("cannot read the torrent {}", args.torrent.display()))?;
+    let rel = Release::from_torrent(&bytes).with_context(|| {
+        format!(
+            "{} is not a usable torrent; make one with `swarmfs publish`",
+            args.torrent.display()
+        )
+    })?;
+    let progress = ByteProgress::new("checking", Some(rel.total_length));
+    release::verify_dir(&rel, &args.data, &|n| progress.inc(n)).with_context(|| {
+        format!(
+            "refusing to seed {}: {} does not hold this release",
+            rel.name,
+            args.data.display()
+        )
+    })?;
+    let (bytes, secs) = progress.finish();
+    info!(
+        bytes,
+        seconds = format!("{secs:.2}"),
+        "{} verified",
+        args.data.display()
+    );
+    serve_until_signal(Arc::new(rel), args.data, &args.swarm)
+}
+
+/// Serves `rel` from `dir` until SIGINT or SIGTERM, logging progress. This is where the
+/// seeding commands enter async code: one runtime, blocked on from the main thread.
+pub fn serve_until_signal(rel: Arc<Release>, dir: PathBuf, swarm: &SwarmArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let opts = swarm.options();
+    rt.block_on(async move {
+        let seeder = Seeder::start(rel.clone(), dir, &opts)
+            .await
+            .context("cannot start seeding")?;
+        let addr = seeder
+            .listen_addr()
+            .map_or_else(|| "nowhere".to_string(), |a| a.to_string());
+        eprintln!(
+            "seeding {} ({}) on {addr}, TCP and uTP; stop with Ctrl-C or SIGTERM",
+            rel.name, rel.info_hash
+        );
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+        let mut last_uploaded = u64::MAX;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = tick.tick() => {
+                    let s = seeder.stats();
+                    if s.uploaded_bytes != last_uploaded {
+                        last_uploaded = s.uploaded_bytes;
+                        info!(uploaded = s.uploaded_bytes, peers = s.live_peers,
+                              upload_bps = s.upload_bps as u64, state = %s.state, "seed progress");
+                    }
+                    if let Some(e) = s.error {
+                        anyhow::bail!("seeding {} failed: {e}", rel.name);
+                    }
+                }
+            }
+        }
+        info!("stopping");
+        seeder.shutdown().await;
+        Ok(())
+    })
+}

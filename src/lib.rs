@@ -1,0 +1,11 @@
+//! swarmfs: deploy a software release to a fleet over BitTorrent, and (soon) mount it
+//! lazily as a read-only filesystem.
+//!
+//! Layers, each behind its own module (see ARCHITECTURE.md):
+//! - [`release`]: torrents made from, parsed into and checked against release directories.
+//! - [`swarm`]: the only user of librqbit: sessions, peers, trackers, seeding.
+//! - [`cmd`]: one file per subcommand, wiring only.
+
+pub mod cmd;
+pub mod release;
+pub mod swarm;

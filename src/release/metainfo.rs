@@ -1,0 +1,65 @@
+//! The bencoded shape of a v1 torrent with the BEP 47 file fields, for `serde_bencode`.
+//!
+//! Field order in every struct is the byte order of the keys, as bencode requires for
+//! dictionaries; optional fields are left out when absent, so that what we write is
+//! canonical and the infohash depends only on the release.
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct MetaInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<String>,
+    #[serde(
+        rename = "announce-list",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub announce_list: Option<Vec<Vec<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(
+        rename = "created by",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub created_by: Option<String>,
+    #[serde(
+        rename = "creation date",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub creation_date: Option<i64>,
+    pub info: Info,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Info {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileEntry>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<i64>,
+    pub name: String,
+    #[serde(rename = "piece length")]
+    pub piece_length: i64,
+    pub pieces: ByteBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct FileEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attr: Option<String>,
+    pub length: i64,
+    pub path: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha1: Option<ByteBuf>,
+    #[serde(
+        rename = "symlink path",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub symlink_path: Option<Vec<String>>,
+}

@@ -1,0 +1,355 @@
+//! A validated release: what a torrent describes, in the terms the rest of swarmfs uses.
+//!
+//! [`Release::from_torrent`] is the only way to get one from bytes, and it refuses
+//! anything a filesystem could be hurt by (see [`TorrentError`]). Once built, a `Release`
+//! upholds: every path is a list of safe components, no path repeats, no file sits where
+//! a directory is, every symlink target stays inside the release, and the piece hashes
+//! cover exactly the total length.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use sha1::{Digest, Sha1};
+
+use super::bencode::{self, ScanError};
+use super::metainfo::{FileEntry, MetaInfo};
+
+/// Smallest accepted piece length: the BitTorrent block size.
+pub const MIN_PIECE_LENGTH: u64 = 16 * 1024;
+/// Largest accepted piece length; larger pieces make every read wait for 64 MiB or more.
+pub const MAX_PIECE_LENGTH: u64 = 64 * 1024 * 1024;
+/// Most file entries (padding included) a torrent may list.
+pub const MAX_ENTRIES: usize = 1_000_000;
+/// Longest accepted file name component, as on Linux filesystems.
+pub const MAX_COMPONENT_BYTES: usize = 255;
+/// Largest accepted release.
+pub const MAX_TOTAL_LENGTH: u64 = 1 << 50;
+
+/// The SHA-1 of a torrent's bencoded `info` dictionary.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InfoHash(pub [u8; 20]);
+
+impl InfoHash {
+    /// Parses 40 hex digits.
+    pub fn from_hex(s: &str) -> Option<InfoHash> {
+        let mut out = [0u8; 20];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(InfoHash(out))
+    }
+}
+
+impl fmt::Display for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InfoHash({self})")
+    }
+}
+
+/// What an entry of the torrent's file list is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file with data.
+    File { executable: bool },
+    /// A symbolic link; `target` is relative to the release root (BEP 47).
+    Symlink { target: Vec<String> },
+    /// BEP 47 padding: zeros that align the next file to a piece boundary. Never shown.
+    Padding,
+}
+
+/// One entry of the file list, in torrent order (the order of the byte stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path below the release root, each component validated.
+    pub path: Vec<String>,
+    /// Offset of the first byte in the torrent's byte stream.
+    pub offset: u64,
+    pub length: u64,
+    pub kind: EntryKind,
+    /// BEP 47 whole-file SHA-1, when the torrent carries one.
+    pub sha1: Option<[u8; 20]>,
+}
+
+impl Entry {
+    /// The path joined with `/`, for messages.
+    pub fn display_path(&self) -> String {
+        self.path.join("/")
+    }
+
+    pub fn is_padding(&self) -> bool {
+        self.kind == EntryKind::Padding
+    }
+}
+
+/// A parsed and validated release (a v1 torrent's metadata).
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub name: String,
+    pub info_hash: InfoHash,
+    pub piece_length: u64,
+    pub total_length: u64,
+    /// Every entry in torrent order, padding included (its index is the torrent's file index).
+    pub entries: Vec<Entry>,
+    pub piece_hashes: Vec<[u8; 20]>,
+    /// Announce URLs: `announce` first, then `announce-list`, without repeats.
+    pub trackers: Vec<String>,
+    pub private: bool,
+    /// The torrent file as read; what is handed to peers and to the swarm engine.
+    pub torrent_bytes: Vec<u8>,
+}
+
+/// Why a torrent was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TorrentError {
+    #[error("not a torrent: {0}")]
+    Scan(#[from] ScanError),
+    #[error("not a valid torrent: {0}")]
+    Decode(String),
+    #[error("the torrent's name {0:?} is not a safe directory name")]
+    BadName(String),
+    #[error("piece length {0} is outside {MIN_PIECE_LENGTH}..={MAX_PIECE_LENGTH} or not a multiple of 16 KiB")]
+    BadPieceLength(i64),
+    #[error("the torrent lists {0} files, more than the {MAX_ENTRIES} accepted")]
+    TooManyEntries(usize),
+    #[error("the torrent has both `files` and `length`, or neither")]
+    BadLayout,
+    #[error("file {path:?} has a negative or too large length {length}")]
+    BadLength { path: String, length: i64 },
+    #[error("file path {path:?} is unsafe: {why}")]
+    BadPath { path: String, why: &'static str },
+    #[error("file path {0:?} appears twice")]
+    DuplicatePath(String),
+    #[error("{0:?} is both a file and a directory")]
+    FileDirConflict(String),
+    #[error("symlink {path:?} is invalid: {why}")]
+    BadSymlink { path: String, why: &'static str },
+    #[error("file {0:?} has a `sha1` that is not 20 bytes")]
+    BadFileSha1(String),
+    #[error("the torrent holds no data")]
+    Empty,
+    #[error("the torrent has {got} piece hashes but its {total} bytes need {expected}")]
+    PieceCount { total: u64, expected: u64, got: u64 },
+}
+
+impl Release {
+    /// Parses and validates a .torrent file's bytes.
+    pub fn from_torrent(bytes: &[u8]) -> Result<Release, TorrentError> {
+        let span = bencode::info_span(bytes)?;
+        let info_hash = InfoHash(Sha1::digest(&bytes[span]).into());
+        let meta: MetaInfo =
+            serde_bencode::from_bytes(bytes).map_err(|e| TorrentError::Decode(e.to_string()))?;
+        let info = meta.info;
+
+        check_component(&info.name).map_err(|_| TorrentError::BadName(info.name.clone()))?;
+        let pl = info.piece_length;
+        if !(MIN_PIECE_LENGTH as i64..=MAX_PIECE_LENGTH as i64).contains(&pl)
+            || pl % MIN_PIECE_LENGTH as i64 != 0
+        {
+            return Err(TorrentError::BadPieceLength(pl));
+        }
+        let piece_length = pl as u64;
+
+        let raw_files = match (info.files, info.length) {
+            (Some(files), None) => files,
+            (None, Some(length)) => vec![FileEntry {
+                attr: None,
+                length,
+                path: vec![info.name.clone()],
+                sha1: None,
+                symlink_path: None,
+            }],
+            _ => return Err(TorrentError::BadLayout),
+        };
+        if raw_files.len() > MAX_ENTRIES {
+            return Err(TorrentError::TooManyEntries(raw_files.len()));
+        }
+
+        let mut entries = Vec::with_capacity(raw_files.len());
+        let mut offset: u64 = 0;
+        for f in raw_files {
+            let entry = build_entry(f, offset)?;
+            offset = offset
+                .checked_add(entry.length)
+                .filter(|&t| t <= MAX_TOTAL_LENGTH)
+                .ok_or_else(|| TorrentError::BadLength {
+                    path: entry.display_path(),
+                    length: entry.length as i64,
+                })?;
+            entries.push(entry);
+        }
+        check_tree(&entries)?;
+
+        let total_length = offset;
+        if total_length == 0 {
+            return Err(TorrentError::Empty);
+        }
+        let expected = total_length.div_ceil(piece_length);
+        let got = info.pieces.len() as u64;
+        if got % 20 != 0 || got / 20 != expected {
+            return Err(TorrentError::PieceCount {
+                total: total_length,
+                expected,
+                got: got / 20,
+            });
+        }
+        let piece_hashes = info
+            .pieces
+            .chunks_exact(20)
+            .map(|c| c.try_into().expect("chunks of 20"))
+            .collect();
+
+        let mut trackers: Vec<String> = Vec::new();
+        let tiers = meta.announce_list.unwrap_or_default();
+        for url in meta.announce.into_iter().chain(tiers.into_iter().flatten()) {
+            if !url.is_empty() && !trackers.contains(&url) {
+                trackers.push(url);
+            }
+        }
+
+        Ok(Release {
+            name: info.name,
+            info_hash,
+            piece_length,
+            total_length,
+            entries,
+            piece_hashes,
+            trackers,
+            private: info.private.unwrap_or(0) == 1,
+            torrent_bytes: bytes.to_vec(),
+        })
+    }
+
+    pub fn piece_count(&self) -> u64 {
+        self.piece_hashes.len() as u64
+    }
+
+    /// Regular files and symlinks, in torrent order (no padding).
+    pub fn visible_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| !e.is_padding())
+    }
+
+    /// The magnet link for this release: infohash, name and trackers.
+    pub fn magnet(&self) -> String {
+        let mut m = url::form_urlencoded::Serializer::new(String::new());
+        m.append_pair("dn", &self.name);
+        for t in &self.trackers {
+            m.append_pair("tr", t);
+        }
+        format!("magnet:?xt=urn:btih:{}&{}", self.info_hash, m.finish())
+    }
+}
+
+fn build_entry(f: FileEntry, offset: u64) -> Result<Entry, TorrentError> {
+    let display = f.path.join("/");
+    for c in &f.path {
+        check_component(c).map_err(|why| TorrentError::BadPath {
+            path: display.clone(),
+            why,
+        })?;
+    }
+    if f.path.is_empty() {
+        return Err(TorrentError::BadPath {
+            path: display,
+            why: "it has no components",
+        });
+    }
+    if f.length < 0 {
+        return Err(TorrentError::BadLength {
+            path: display,
+            length: f.length,
+        });
+    }
+    let attr = f.attr.as_deref().unwrap_or("");
+    let kind = if attr.contains('p') {
+        EntryKind::Padding
+    } else if attr.contains('l') {
+        let target = f.symlink_path.ok_or(TorrentError::BadSymlink {
+            path: display.clone(),
+            why: "it has no `symlink path`",
+        })?;
+        if f.length != 0 {
+            return Err(TorrentError::BadSymlink {
+                path: display,
+                why: "a symlink must have length 0",
+            });
+        }
+        check_symlink_target(&target).map_err(|why| TorrentError::BadSymlink {
+            path: display.clone(),
+            why,
+        })?;
+        EntryKind::Symlink { target }
+    } else {
+        EntryKind::File {
+            executable: attr.contains('x'),
+        }
+    };
+    let sha1 = match f.sha1 {
+        None => None,
+        Some(b) => Some(
+            <[u8; 20]>::try_from(b.as_slice())
+                .map_err(|_| TorrentError::BadFileSha1(display.clone()))?,
+        ),
+    };
+    Ok(Entry {
+        path: f.path,
+        offset,
+        length: f.length as u64,
+        kind,
+        sha1,
+    })
+}
+
+/// A path component is safe when it names exactly one entry inside its directory.
+pub(crate) fn check_component(c: &str) -> Result<(), &'static str> {
+    if c.is_empty() {
+        return Err("it has an empty component");
+    }
+    if c == "." || c == ".." {
+        return Err("it has a `.` or `..` component");
+    }
+    if c.contains('/') {
+        return Err("a component contains `/`");
+    }
+    if c.contains('\0') {
+        return Err("a component contains a NUL byte");
+    }
+    if c.len() > MAX_COMPONENT_BYTES {
+        return Err("a component is longer than 255 bytes");
+    }
+    Ok(())
+}
+
+fn check_symlink_target(target: &[String]) -> Result<(), &'static str> {
+    if target.is_empty() {
+        return Err("its target is empty");
+    }
+    for c in target {
+        check_component(c).map_err(|_| "its target leaves the release or has unsafe components")?;
+    }
+    Ok(())
+}
+
+/// No path twice; no path that is also a directory of another path. Padding is exempt:
+/// it is never materialised and by convention several pads share a name.
+fn check_tree(entries: &[Entry]) -> Result<(), TorrentError> {
+    let mut files: HashSet<&[String]> = HashSet::new();
+    let mut dirs: HashSet<&[String]> = HashSet::new();
+    for e in entries.iter().filter(|e| !e.is_padding()) {
+        if !files.insert(&e.path) {
+            return Err(TorrentError::DuplicatePath(e.display_path()));
+        }
+        for i in 1..e.path.len() {
+            dirs.insert(&e.path[..i]);
+        }
+    }
+    for f in &files {
+        if dirs.contains(f) {
+            return Err(TorrentError::FileDirConflict(f.join("/")));
+        }
+    }
+    Ok(())
+}

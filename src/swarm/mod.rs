@@ -1,0 +1,220 @@
+//! The swarm: the only module that knows librqbit.
+//!
+//! It runs a librqbit session with our choices made explicit: TCP and uTP listeners
+//! (Transmission and libtorrent try uTP first), trackers from the torrent plus the
+//! caller's, local service discovery, no DHT unless asked (a private fleet must not
+//! announce its code), no session persistence (swarmfs keeps its own state). Torrents are
+//! always added from their .torrent bytes (DESIGN.md, decision 11).
+
+mod storage;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use librqbit::storage::StorageFactoryExt;
+use librqbit::{
+    AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, ManagedTorrent, Session,
+    SessionOptions,
+};
+use tracing::{info, info_span, Instrument};
+
+use crate::release::Release;
+
+/// How this peer joins swarms.
+#[derive(Debug, Clone, Default)]
+pub struct SwarmOptions {
+    /// Address for incoming TCP and uTP connections; `None` picks a free port on all addresses.
+    pub listen: Option<SocketAddr>,
+    /// Trackers to announce to, besides the torrent's own.
+    pub trackers: Vec<String>,
+    /// Peers to connect to at once.
+    pub peers: Vec<SocketAddr>,
+    /// Join the mainline DHT.
+    pub dht: bool,
+    /// Announce and listen on the LAN (BEP 14).
+    pub lsd: bool,
+    pub upload_limit_bps: Option<NonZeroU32>,
+    pub download_limit_bps: Option<NonZeroU32>,
+}
+
+/// Why the swarm could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error("cannot start the BitTorrent session (is {listen} free?): {source:#}")]
+    Session {
+        listen: String,
+        source: anyhow::Error,
+    },
+    #[error("tracker URL {0:?} is not a valid URL")]
+    BadTracker(String),
+    #[error("the swarm engine refused the torrent: {0:#}")]
+    AddTorrent(anyhow::Error),
+}
+
+/// What a running torrent has done so far.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SwarmStats {
+    pub uploaded_bytes: u64,
+    pub have_bytes: u64,
+    pub total_bytes: u64,
+    pub live_peers: u32,
+    pub seen_peers: u32,
+    pub upload_bps: f64,
+    pub state: String,
+    pub error: Option<String>,
+}
+
+/// A release being served from a published directory.
+pub struct Seeder {
+    session: Arc<Session>,
+    torrent: Arc<ManagedTorrent>,
+}
+
+impl Seeder {
+    /// Starts serving `release` from `dir`. The directory must already have been checked
+    /// with [`crate::release::verify_dir`]; it is only ever read.
+    pub async fn start(
+        release: Arc<Release>,
+        dir: PathBuf,
+        opts: &SwarmOptions,
+    ) -> Result<Seeder, SwarmError> {
+        let span = info_span!("seed", infohash = %release.info_hash, name = %release.name);
+        async move {
+            let session = new_session(dir.clone(), opts).await?;
+            let factory = storage::ReadOnlyDirFactory {
+                release: release.clone(),
+                dir: dir.clone(),
+            };
+            let add_opts = AddTorrentOptions {
+                overwrite: true,
+                output_folder: Some(dir.to_string_lossy().into_owned()),
+                initial_peers: (!opts.peers.is_empty()).then(|| opts.peers.clone()),
+                storage_factory: Some(factory.boxed()),
+                ..Default::default()
+            };
+            let torrent = session
+                .add_torrent(
+                    AddTorrent::from_bytes(release.torrent_bytes.clone()),
+                    Some(add_opts),
+                )
+                .await
+                .map_err(SwarmError::AddTorrent)?
+                .into_handle()
+                .ok_or_else(|| SwarmError::AddTorrent(anyhow::anyhow!("torrent was not added")))?;
+            torrent
+                .wait_until_initialized()
+                .await
+                .map_err(SwarmError::AddTorrent)?;
+            info!(listen = ?session.listen_addr(), "seeding");
+            Ok(Seeder { session, torrent })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The address peers can connect to.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.session.listen_addr()
+    }
+
+    pub fn stats(&self) -> SwarmStats {
+        stats_of(&self.torrent)
+    }
+
+    /// Stops serving: closes connections and listeners.
+    pub async fn shutdown(self) {
+        self.session.stop().await;
+    }
+}
+
+fn stats_of(t: &ManagedTorrent) -> SwarmStats {
+    let s = t.stats();
+    let (live_peers, seen_peers, upload_bps) = match &s.live {
+        Some(live) => (
+            live.snapshot.peer_stats.live,
+            live.snapshot.peer_stats.seen,
+            live.upload_speed.mbps * 1024.0 * 1024.0,
+        ),
+        None => (0, 0, 0.0),
+    };
+    SwarmStats {
+        uploaded_bytes: s.uploaded_bytes,
+        have_bytes: s.progress_bytes,
+        total_bytes: s.total_bytes,
+        live_peers,
+        seen_peers,
+        upload_bps,
+        state: s.state.to_string(),
+        error: s.error,
+    }
+}
+
+async fn new_session(
+    default_folder: PathBuf,
+    opts: &SwarmOptions,
+) -> Result<Arc<Session>, SwarmError> {
+    let mut listen_addr = opts
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    if listen_addr.port() == 0 {
+        listen_addr.set_port(free_port(listen_addr).map_err(|e| SwarmError::Session {
+            listen: listen_addr.to_string(),
+            source: e.into(),
+        })?);
+    }
+    let mut trackers = std::collections::HashSet::new();
+    for t in &opts.trackers {
+        trackers.insert(url::Url::parse(t).map_err(|_| SwarmError::BadTracker(t.clone()))?);
+    }
+    let session_opts = SessionOptions {
+        dht: opts.dht.then(Default::default),
+        disable_local_service_discovery: !opts.lsd,
+        fastresume: false,
+        persistence: None,
+        listen: Some(ListenerOptions {
+            mode: ListenerMode::TcpAndUtp,
+            listen_addr,
+            ipv4_only: listen_addr.is_ipv4(),
+            // librqbit announces no port for a loopback listener (and then a made-up
+            // one); peers on 127.0.0.1 are real in tests and single-host fleets.
+            announce_port: Some(listen_addr.port()),
+            ..Default::default()
+        }),
+        ipv4_only: listen_addr.is_ipv4(),
+        trackers,
+        ratelimits: librqbit::limits::LimitsConfig {
+            upload_bps: opts.upload_limit_bps,
+            download_bps: opts.download_limit_bps,
+        },
+        client_name_and_version: Some(concat!("swarmfs ", env!("CARGO_PKG_VERSION")).into()),
+        ..Default::default()
+    };
+    Session::new_with_opts(default_folder, session_opts)
+        .await
+        .map_err(|source| SwarmError::Session {
+            listen: listen_addr.to_string(),
+            source,
+        })
+}
+
+/// A port free for both TCP and UDP on `addr`'s IP, for uTP beside TCP.
+fn free_port(addr: SocketAddr) -> std::io::Result<u16> {
+    for _ in 0..32 {
+        let tcp = std::net::TcpListener::bind(addr)?;
+        let port = tcp.local_addr()?.port();
+        let mut udp_addr = addr;
+        udp_addr.set_port(port);
+        if std::net::UdpSocket::bind(udp_addr).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other(
+        "no port is free for both TCP and UDP",
+    ))
+}
+
+/// How often long-running commands log progress when not on a terminal.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
