@@ -4,8 +4,10 @@
 //! Layers, each behind its own module (see ARCHITECTURE.md):
 //! - [`release`]: torrents made from, parsed into and checked against release directories.
 //! - [`swarm`]: the only user of librqbit: sessions, peers, trackers, seeding.
+//! - [`sample`]: a generated sample release for the demo, tests and benchmarks.
 //! - [`cmd`]: one file per subcommand, wiring only.
 
 pub mod cmd;
 pub mod release;
+pub mod sample;
 pub mod swarm;

@@ -28,6 +28,8 @@ enum Command {
     Publish(cmd::publish::PublishArgs),
     /// Serve a published release to peers until SIGINT or SIGTERM.
     Seed(cmd::seed::SeedArgs),
+    /// Write a generated sample release (for demos and tests) into a new directory.
+    Sample(cmd::sample::SampleArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Publish(a) => cmd::publish::run(a),
         Command::Seed(a) => cmd::seed::run(a),
+        Command::Sample(a) => cmd::sample::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 mod progress;
 pub mod publish;
+pub mod sample;
 pub mod seed;
 
 pub use progress::ByteProgress;

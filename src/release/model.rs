@@ -353,3 +353,96 @@ fn check_tree(entries: &[Entry]) -> Result<(), TorrentError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::release::metainfo::Info;
+    use serde_bytes::ByteBuf;
+
+    fn torrent(files: Vec<FileEntry>, pl: i64, pieces: usize) -> Vec<u8> {
+        serde_bencode::to_bytes(&MetaInfo {
+            announce: None,
+            announce_list: None,
+            comment: None,
+            created_by: None,
+            creation_date: None,
+            info: Info {
+                files: Some(files),
+                length: None,
+                name: "rel".into(),
+                piece_length: pl,
+                pieces: ByteBuf::from(vec![0u8; 20 * pieces]),
+                private: None,
+            },
+        })
+        .unwrap()
+    }
+
+    fn file(path: &[&str], length: i64) -> FileEntry {
+        FileEntry {
+            attr: None,
+            length,
+            path: path.iter().map(|s| s.to_string()).collect(),
+            sha1: None,
+            symlink_path: None,
+        }
+    }
+
+    fn refused(files: Vec<FileEntry>) -> String {
+        Release::from_torrent(&torrent(files, 16384, 1))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn accepts_a_plain_torrent() {
+        let r = Release::from_torrent(&torrent(vec![file(&["a", "b"], 10)], 16384, 1)).unwrap();
+        assert_eq!(r.total_length, 10);
+        assert_eq!(r.entries[0].display_path(), "a/b");
+    }
+
+    #[test]
+    fn refuses_unsafe_paths() {
+        assert!(refused(vec![file(&["..", "etc"], 1)]).contains("`.` or `..`"));
+        assert!(refused(vec![file(&[".", "x"], 1)]).contains("`.` or `..`"));
+        assert!(refused(vec![file(&["a", ""], 1)]).contains("empty component"));
+        assert!(refused(vec![file(&["/etc/passwd"], 1)]).contains("contains `/`"));
+        assert!(refused(vec![file(&["a\0b"], 1)]).contains("NUL"));
+        assert!(refused(vec![file(&[], 1)]).contains("no components"));
+        assert!(refused(vec![file(&["a"], 1), file(&["a"], 1)]).contains("appears twice"));
+        assert!(refused(vec![file(&["a"], 1), file(&["a", "b"], 1)])
+            .contains("both a file and a directory"));
+        assert!(refused(vec![file(&["a"], -1)]).contains("negative"));
+    }
+
+    #[test]
+    fn refuses_symlinks_that_leave_or_lack_a_target() {
+        let mut l = file(&["l"], 0);
+        l.attr = Some("l".into());
+        assert!(refused(
+            vec![file(&["a"], 1)]
+                .into_iter()
+                .chain([FileEntry {
+                    symlink_path: None,
+                    ..l
+                }])
+                .collect()
+        )
+        .contains("no `symlink path`"));
+        let mut l = file(&["l"], 0);
+        l.attr = Some("l".into());
+        l.symlink_path = Some(vec!["..".into(), "x".into()]);
+        assert!(refused(vec![file(&["a"], 1), l]).contains("leaves the release"));
+    }
+
+    #[test]
+    fn refuses_bad_piece_geometry() {
+        let err = Release::from_torrent(&torrent(vec![file(&["a"], 1)], 1000, 1)).unwrap_err();
+        assert!(err.to_string().contains("piece length 1000"));
+        let err = Release::from_torrent(&torrent(vec![file(&["a"], 20000)], 16384, 1)).unwrap_err();
+        assert!(err.to_string().contains("need 2"), "{err}");
+        let err = Release::from_torrent(&torrent(vec![file(&["a"], 0)], 16384, 0)).unwrap_err();
+        assert!(err.to_string().contains("no data"));
+    }
+}

@@ -1,0 +1,281 @@
+//! Shared helpers: the binary, temporary releases, real third-party processes.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use swarmfs::sample::{write_sample, SampleSpec};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_swarmfs")
+}
+
+/// Runs `swarmfs ARGS` to completion.
+pub fn swarmfs(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("RUST_LOG", "swarmfs=info")
+        .output()
+        .expect("run swarmfs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A small sample release: about `size` bytes, `small` small files.
+pub fn sample(dir: &Path, size: u64, small: usize) {
+    write_sample(
+        dir,
+        &SampleSpec {
+            size,
+            small_files: small,
+            seed: 7,
+        },
+    )
+    .expect("write sample");
+}
+
+/// Publishes `dir` to `out` (with optional trackers) and returns the infohash.
+pub fn publish(dir: &Path, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "publish",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = swarmfs(&args);
+    assert!(o.status.success(), "publish failed: {}", stderr(&o));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let ih = stdout.lines().next().unwrap().to_string();
+    assert_eq!(ih.len(), 40, "first line is the infohash: {stdout}");
+    ih
+}
+
+/// A port free on 127.0.0.1 for TCP and UDP.
+pub fn free_port() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Fails loudly when a third-party tool is missing: `.ci/run` installs them all.
+pub fn require(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is not installed; run .ci/run or install it (apt-get install aria2 opentracker transmission-cli python3-libtorrent mktorrent fuse3)"
+    );
+}
+
+/// A child process killed on drop, with its stderr collected line by line.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until a stderr line contains `needle`; panics with the output on timeout.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.seen.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(st)) = self.child.try_wait() {
+                        self.drain();
+                        panic!(
+                            "process exited ({st}) before {needle:?}:\n{}",
+                            self.seen.join("\n")
+                        );
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.drain();
+        panic!(
+            "no {needle:?} within {timeout:?}:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    fn drain(&mut self) {
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(l);
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "process ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `swarmfs seed TORRENT --data DIR --listen 127.0.0.1:PORT`, ready to serve.
+pub fn seed(torrent: &Path, data: &Path, port: u16, extra: &[&str]) -> Proc {
+    let mut cmd = Command::new(bin());
+    cmd.env("RUST_LOG", "swarmfs=info")
+        .args(["seed", torrent.to_str().unwrap(), "--data"])
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--no-lsd"])
+        .args(extra);
+    let mut p = Proc::spawn(&mut cmd);
+    p.wait_for("seeding ", Duration::from_secs(60));
+    p
+}
+
+/// Debian's opentracker on 127.0.0.1, whitelisting the given infohashes (the Debian build
+/// is whitelist-only; as root it chroots into its directory).
+pub struct Tracker {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+    pub url: String,
+}
+
+pub fn tracker(infohashes: &[&str]) -> Tracker {
+    require("opentracker");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("whitelist"), infohashes.join("\n") + "\n").unwrap();
+    let port = free_port();
+    let mut cmd = Command::new("opentracker");
+    cmd.current_dir(dir.path()).args([
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-P",
+        &port.to_string(),
+        "-d",
+        dir.path().to_str().unwrap(),
+        "-w",
+        "whitelist",
+    ]);
+    let proc = Proc::spawn(&mut cmd);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "opentracker did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Tracker {
+        _proc: proc,
+        _dir: dir,
+        url: format!("http://127.0.0.1:{port}/announce"),
+    }
+}
+
+/// Everything about a tree that must not change: type, mode, mtime, size, content, target.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let common = format!(
+                "mode={:o} mtime={}.{} size={}",
+                md.permissions().mode(),
+                md.mtime(),
+                md.mtime_nsec(),
+                md.len()
+            );
+            let desc = if md.file_type().is_symlink() {
+                format!("link -> {:?} {common}", std::fs::read_link(&p).unwrap())
+            } else if md.is_dir() {
+                walk(root, &p, out);
+                format!("dir {common}")
+            } else {
+                format!(
+                    "file sha1={} {common}",
+                    sha1_hex(&std::fs::read(&p).unwrap())
+                )
+            };
+            out.insert(rel, desc);
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+pub fn sha1_hex(b: &[u8]) -> String {
+    use sha1::Digest;
+    hex::encode(sha1::Sha1::digest(b))
+}
+
+/// Regular files below `dir` (relative paths), skipping `.pad` directories.
+pub fn regular_files(dir: &Path) -> Vec<PathBuf> {
+    snapshot(dir)
+        .into_iter()
+        .filter(|(p, d)| d.starts_with("file") && !p.starts_with(".pad"))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Asserts every regular file of `src` exists in `dst` with the same bytes.
+pub fn assert_same_files(src: &Path, dst: &Path) {
+    let files = regular_files(src);
+    assert!(!files.is_empty());
+    for f in files {
+        let a = std::fs::read(src.join(&f)).unwrap();
+        let b = std::fs::read(dst.join(&f))
+            .unwrap_or_else(|e| panic!("{} missing in download: {e}", f.display()));
+        assert!(a == b, "{} differs after download", f.display());
+    }
+}
