@@ -8,6 +8,11 @@
 //! - [`cmd`]: one file per subcommand, wiring only.
 
 pub mod cmd;
+pub mod control;
+pub mod fs;
+pub mod fuse;
+pub mod mountpoint;
 pub mod release;
 pub mod sample;
+pub mod store;
 pub mod swarm;

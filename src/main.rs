@@ -28,6 +28,19 @@ enum Command {
     Publish(cmd::publish::PublishArgs),
     /// Serve a published release to peers until SIGINT or SIGTERM.
     Seed(cmd::seed::SeedArgs),
+    /// Mount a release read-only; reads fetch what they need first, the rest follows.
+    Mount(cmd::mount::MountArgs),
+    /// Unmount a swarmfs mount (detaching it if busy) and stop its daemon.
+    Unmount(cmd::mount::UnmountArgs),
+    /// Fetch everything of a mounted release; return 0 once every byte is local.
+    ///
+    /// Exit codes: 0 done, 1 other error, 3 not a swarmfs mount, 4 the mount's daemon is
+    /// not answering, 5 --timeout reached.
+    Prewarm(cmd::prewarm::PrewarmArgs),
+    /// Show how far a mount is (or every swarmfs mount on this host).
+    ///
+    /// Exit codes: 0 ok, 1 other error, 3 not a swarmfs mount, 4 the daemon is not answering.
+    Status(cmd::status::StatusArgs),
     /// Write a generated sample release (for demos and tests) into a new directory.
     Sample(cmd::sample::SampleArgs),
 }
@@ -48,12 +61,30 @@ fn main() -> ExitCode {
         Command::Publish(a) => cmd::publish::run(a),
         Command::Seed(a) => cmd::seed::run(a),
         Command::Sample(a) => cmd::sample::run(a),
+        Command::Mount(a) => cmd::mount::run(a),
+        Command::Unmount(a) => cmd::mount::unmount(a),
+        Command::Prewarm(a) => cmd::prewarm::run(a),
+        Command::Status(a) => cmd::status::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("swarmfs: error: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
     }
+}
+
+/// Distinct exit codes for the failures scripts act on (documented in `--help`).
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    use swarmfs::control::ControlError;
+    match e.downcast_ref::<ControlError>() {
+        Some(ControlError::NotAMount(_)) => return ExitCode::from(3),
+        Some(_) => return ExitCode::from(4),
+        None => {}
+    }
+    if e.downcast_ref::<cmd::prewarm::TimedOut>().is_some() {
+        return ExitCode::from(5);
+    }
+    ExitCode::FAILURE
 }

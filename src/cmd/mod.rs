@@ -1,9 +1,12 @@
 //! The subcommands: argument types and wiring, no logic of their own.
 
+pub mod mount;
+pub mod prewarm;
 mod progress;
 pub mod publish;
 pub mod sample;
 pub mod seed;
+pub mod status;
 
 pub use progress::ByteProgress;
 
@@ -24,6 +27,26 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses a duration such as `30s`, `500ms`, `2m` or `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 30s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?} has an unknown unit (use ms, s, m or h)")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// Parses a rate limit in bytes per second, like a size (`10M` is 10 MiB/s).

@@ -30,6 +30,13 @@ impl ByteProgress {
         }
     }
 
+    /// Sets position and length (for work whose size is learnt on the way).
+    pub fn set(&self, pos: u64, len: u64, msg: &str) {
+        self.bar.set_length(len);
+        self.bar.set_position(pos);
+        self.bar.set_message(msg.to_string());
+    }
+
     pub fn inc(&self, n: u64) {
         self.bar.inc(n);
     }

@@ -97,6 +97,31 @@ impl Stream<'_> {
         Ok((pieces?, files?))
     }
 
+    /// For every piece, whether its bytes hash to `expected`; unreadable pieces do not.
+    pub fn matching_pieces(&self, expected: &[[u8; 20]], progress: Progress) -> Vec<bool> {
+        let per_chunk = (CHUNK_BYTES / self.piece_length).max(1);
+        let chunks = self.piece_count().div_ceil(per_chunk);
+        (0..chunks)
+            .into_par_iter()
+            .flat_map_iter(|c| {
+                let mut buf = vec![0u8; self.piece_length as usize];
+                let mut open = None;
+                let first = c * per_chunk;
+                let last = ((c + 1) * per_chunk).min(self.piece_count());
+                (first..last)
+                    .map(|p| {
+                        let start = p * self.piece_length;
+                        let len = self.piece_length.min(self.total_length - start) as usize;
+                        let ok = self.read_at(start, &mut buf[..len], &mut open).is_ok()
+                            && <[u8; 20]>::from(Sha1::digest(&buf[..len])) == expected[p as usize];
+                        progress(len as u64);
+                        ok
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     fn hash_range(
         &self,
         pieces: std::ops::Range<u64>,

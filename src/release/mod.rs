@@ -12,4 +12,4 @@ mod verify;
 pub use create::{publish, PublishError, PublishOptions, Published, DEFAULT_PIECE_LENGTH};
 pub use hash::{HashError, Progress};
 pub use model::{Entry, EntryKind, InfoHash, Release, TorrentError};
-pub use verify::{verify_dir, VerifyError};
+pub use verify::{present_pieces, verify_dir, VerifyError};

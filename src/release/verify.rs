@@ -77,3 +77,15 @@ pub fn verify_dir(release: &Release, dir: &Path, progress: Progress) -> Result<(
     }
     Ok(())
 }
+
+/// Which pieces of `release` the files under `dir` hold intact: read errors, missing
+/// files and holes count as absent. Used to take stock of a cache after a restart.
+pub fn present_pieces(release: &Release, dir: &Path, progress: Progress) -> Vec<bool> {
+    let stream = Stream {
+        root: dir,
+        entries: &release.entries,
+        piece_length: release.piece_length,
+        total_length: release.total_length,
+    };
+    stream.matching_pieces(&release.piece_hashes, progress)
+}

@@ -6,6 +6,7 @@
 //! announce its code), no session persistence (swarmfs keeps its own state). Torrents are
 //! always added from their .torrent bytes (DESIGN.md, decision 11).
 
+mod cache_storage;
 mod storage;
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use librqbit::{
 use tracing::{info, info_span, Instrument};
 
 use crate::release::Release;
+use crate::store::PieceMap;
 
 /// How this peer joins swarms.
 #[derive(Debug, Clone, Default)]
@@ -52,12 +54,18 @@ pub enum SwarmError {
     BadTracker(String),
     #[error("the swarm engine refused the torrent: {0:#}")]
     AddTorrent(anyhow::Error),
+    #[error("cannot stream from the swarm: {0:#}")]
+    Stream(anyhow::Error),
+    #[error("the swarm has stopped")]
+    Stopped,
 }
 
 /// What a running torrent has done so far.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SwarmStats {
     pub uploaded_bytes: u64,
+    pub downloaded_bytes: u64,
+    pub download_bps: f64,
     pub have_bytes: u64,
     pub total_bytes: u64,
     pub live_peers: u32,
@@ -130,18 +138,179 @@ impl Seeder {
     }
 }
 
+/// Most librqbit streams open at once. Each holds one of librqbit's blocking permits,
+/// which downloads need too (DESIGN.md, decision 5): keep well below `WORKER_PERMITS`.
+const MAX_STREAMS: usize = 16;
+const WORKER_PERMITS: usize = 64;
+
+/// A release being fetched into a cache and served to peers: the swarm side of a mount.
+pub struct Fetcher {
+    session: Arc<Session>,
+    torrent: Arc<ManagedTorrent>,
+    pieces: Arc<PieceMap>,
+    streams: tokio::sync::Semaphore,
+}
+
+impl Fetcher {
+    /// Joins the swarm of `release`, downloading into `data_dir`. With `prefetch`, every
+    /// piece is fetched in the background; reads always jump the queue.
+    pub async fn start(
+        release: Arc<Release>,
+        data_dir: PathBuf,
+        pieces: Arc<PieceMap>,
+        opts: &SwarmOptions,
+        prefetch: bool,
+    ) -> Result<Fetcher, SwarmError> {
+        let span = info_span!("swarm", infohash = %release.info_hash);
+        async move {
+            let session = new_session(data_dir.clone(), opts).await?;
+            let factory = cache_storage::CacheStorageFactory {
+                release: release.clone(),
+                data_dir: data_dir.clone(),
+                pieces: pieces.clone(),
+            };
+            let add_opts = AddTorrentOptions {
+                overwrite: true,
+                output_folder: Some(data_dir.to_string_lossy().into_owned()),
+                initial_peers: (!opts.peers.is_empty()).then(|| opts.peers.clone()),
+                storage_factory: Some(factory.boxed()),
+                only_files: (!prefetch).then(Vec::new),
+                ..Default::default()
+            };
+            let torrent = session
+                .add_torrent(
+                    AddTorrent::from_bytes(release.torrent_bytes.clone()),
+                    Some(add_opts),
+                )
+                .await
+                .map_err(SwarmError::AddTorrent)?
+                .into_handle()
+                .ok_or_else(|| SwarmError::AddTorrent(anyhow::anyhow!("torrent was not added")))?;
+            Ok(Fetcher {
+                session,
+                torrent,
+                pieces,
+                streams: tokio::sync::Semaphore::new(MAX_STREAMS),
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Resolves once `pieces` (which hold bytes of entry `entry` from `offset`) are
+    /// verified in the cache. Asks for them ahead of everything else meanwhile.
+    pub async fn fetch(
+        &self,
+        entry: usize,
+        offset: u64,
+        pieces: std::ops::Range<u64>,
+    ) -> Result<(), SwarmError> {
+        if self.pieces.first_missing(pieces.clone()).is_none() {
+            return Ok(());
+        }
+        let span = tracing::debug_span!(
+            "fetch",
+            entry,
+            offset,
+            first_piece = pieces.start,
+            pieces = pieces.end - pieces.start
+        );
+        async {
+            let _permit = self
+                .streams
+                .acquire()
+                .await
+                .map_err(|_| SwarmError::Stopped)?;
+            if self.pieces.first_missing(pieces.clone()).is_none() {
+                return Ok(());
+            }
+            // A librqbit stream positioned at the read puts its pieces first in the queue.
+            let mut stream = self
+                .torrent
+                .clone()
+                .stream(entry)
+                .await
+                .map_err(SwarmError::Stream)?;
+            use tokio::io::AsyncSeekExt;
+            stream
+                .seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| SwarmError::Stream(e.into()))?;
+            self.pieces.wait_all(pieces).await;
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    pub fn stats(&self) -> SwarmStats {
+        stats_of(&self.torrent)
+    }
+
+    pub fn pieces(&self) -> &Arc<PieceMap> {
+        &self.pieces
+    }
+
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.session.listen_addr()
+    }
+
+    /// Starts fetching everything (if the mount was started without prefetch).
+    pub async fn fetch_all(&self) -> Result<(), SwarmError> {
+        let all: std::collections::HashSet<usize> = (0..self
+            .torrent
+            .with_metadata(|m| m.file_infos.len())
+            .unwrap_or(0))
+            .collect();
+        self.session
+            .update_only_files(&self.torrent, &all)
+            .await
+            .map_err(SwarmError::AddTorrent)
+    }
+
+    pub async fn shutdown(&self) {
+        self.session.stop().await;
+    }
+}
+
+/// Fetches a torrent's metadata (for a magnet link or a bare infohash) from peers.
+pub async fn fetch_metadata(magnet: &str, opts: &SwarmOptions) -> Result<Vec<u8>, SwarmError> {
+    let dir = std::env::temp_dir();
+    let session = new_session(dir, opts).await?;
+    let add_opts = AddTorrentOptions {
+        list_only: true,
+        initial_peers: (!opts.peers.is_empty()).then(|| opts.peers.clone()),
+        ..Default::default()
+    };
+    let r = session
+        .add_torrent(AddTorrent::from_url(magnet), Some(add_opts))
+        .await
+        .map_err(SwarmError::AddTorrent);
+    session.stop().await;
+    match r? {
+        librqbit::AddTorrentResponse::ListOnly(l) => Ok(l.torrent_bytes.to_vec()),
+        _ => Err(SwarmError::AddTorrent(anyhow::anyhow!(
+            "metadata was not returned"
+        ))),
+    }
+}
+
 fn stats_of(t: &ManagedTorrent) -> SwarmStats {
     let s = t.stats();
-    let (live_peers, seen_peers, upload_bps) = match &s.live {
+    let (live_peers, seen_peers, upload_bps, download_bps, downloaded_bytes) = match &s.live {
         Some(live) => (
             live.snapshot.peer_stats.live,
             live.snapshot.peer_stats.seen,
             live.upload_speed.mbps * 1024.0 * 1024.0,
+            live.download_speed.mbps * 1024.0 * 1024.0,
+            live.snapshot.fetched_bytes,
         ),
-        None => (0, 0, 0.0),
+        None => (0, 0, 0.0, 0.0, 0),
     };
     SwarmStats {
         uploaded_bytes: s.uploaded_bytes,
+        downloaded_bytes,
+        download_bps,
         have_bytes: s.progress_bytes,
         total_bytes: s.total_bytes,
         live_peers,
@@ -185,6 +354,7 @@ async fn new_session(
         }),
         ipv4_only: listen_addr.is_ipv4(),
         trackers,
+        runtime_worker_threads: Some(WORKER_PERMITS),
         ratelimits: librqbit::limits::LimitsConfig {
             upload_bps: opts.upload_limit_bps,
             download_bps: opts.download_limit_bps,

@@ -1,0 +1,85 @@
+//! `swarmfs prewarm MNT`: fetch every remaining piece; return once all are local.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::control;
+
+#[derive(Debug, Args)]
+pub struct PrewarmArgs {
+    /// The mountpoint of a swarmfs mount.
+    pub mountpoint: PathBuf,
+    /// Give up after this long (exit code 5), saying how far it got (e.g. 10m).
+    #[arg(long, value_parser = super::parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// Prewarm did not finish within `--timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("prewarm of {mnt} timed out after {secs} s with {present} of {total} bytes local")]
+pub struct TimedOut {
+    pub mnt: PathBuf,
+    pub secs: u64,
+    pub present: u64,
+    pub total: u64,
+}
+
+pub fn run(args: PrewarmArgs) -> Result<()> {
+    let mnt = std::path::absolute(&args.mountpoint)?;
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let bar = super::ByteProgress::new("prewarm", None);
+    let mut last_log = Instant::now() - Duration::from_secs(60);
+    let mut last = None;
+    let mut timed_out = false;
+    control::request(&mnt, "prewarm", None, |s| {
+        if tty {
+            bar.set(
+                s.present_bytes,
+                s.total_bytes,
+                &format!("{} peers", s.peers),
+            );
+        } else if last_log.elapsed() >= Duration::from_secs(5) || s.complete {
+            eprintln!(
+                "prewarm {}: {}/{} bytes ({:.0}%), {:.1} MiB/s, {} peers",
+                s.name,
+                s.present_bytes,
+                s.total_bytes,
+                100.0 * s.present_bytes as f64 / s.total_bytes.max(1) as f64,
+                s.download_bps / 1048576.0,
+                s.peers
+            );
+            last_log = Instant::now();
+        }
+        last = Some(s.clone());
+        if let Some(t) = args.timeout {
+            if started.elapsed() >= t && !s.complete {
+                timed_out = true;
+                return false;
+            }
+        }
+        true
+    })?;
+    bar.finish();
+    let s = last.ok_or_else(|| anyhow::anyhow!("the mount sent no status"))?;
+    if timed_out || !s.complete {
+        return Err(TimedOut {
+            mnt,
+            secs: started.elapsed().as_secs(),
+            present: s.present_bytes,
+            total: s.total_bytes,
+        }
+        .into());
+    }
+    eprintln!(
+        "{}: all {} bytes local and verified ({:.1} s)",
+        s.name,
+        s.total_bytes,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! `swarmfs status [MNT]`: how far a mount is.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::control::{self, Status};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A swarmfs mountpoint; without it, every swarmfs mount on this host, a line each.
+    pub mountpoint: Option<PathBuf>,
+    /// Print JSON (one object per mount, a line each).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: StatusArgs) -> Result<()> {
+    let mnts: Vec<PathBuf> = match &args.mountpoint {
+        Some(m) => vec![std::path::absolute(m)?],
+        None => crate::mountpoint::mounts()?
+            .into_iter()
+            .filter(|m| m.is_swarmfs())
+            .map(|m| m.mountpoint)
+            .collect(),
+    };
+    let mut first_err = None;
+    for mnt in mnts {
+        let r = control::request(&mnt, "status", None, |s| {
+            print(s, args.json);
+            false
+        });
+        if let Err(e) = r {
+            if args.mountpoint.is_some() {
+                return Err(e.into());
+            }
+            println!("{}\tNOT ANSWERING\t{e}", mnt.display());
+            first_err.get_or_insert(e);
+        }
+    }
+    Ok(())
+}
+
+fn print(s: &Status, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(s).expect("serialisable"));
+        return;
+    }
+    println!(
+        "{}\t{} ({})\t{}/{} bytes ({:.0}%){}\tpeers {}\tdown {:.1} MiB/s up {:.1} MiB/s\tuploaded {}\treads {} cached {} swarm\ttimeouts {} errors {}\tcache {}",
+        s.mountpoint.display(),
+        s.name,
+        s.infohash,
+        s.present_bytes,
+        s.total_bytes,
+        100.0 * s.present_bytes as f64 / s.total_bytes.max(1) as f64,
+        if s.complete { " complete" } else { "" },
+        s.peers,
+        s.download_bps / 1048576.0,
+        s.upload_bps / 1048576.0,
+        s.uploaded_bytes,
+        s.cached_reads,
+        s.swarm_reads,
+        s.read_timeouts,
+        s.read_errors,
+        s.cache_dir.display()
+    );
+}

@@ -1,0 +1,234 @@
+//! The per-mount control socket that `status` and `prewarm` talk to.
+//!
+//! Each mount listens on `/run/swarmfs/<id>.sock` (mode 0600: root or the mount's owner),
+//! `<id>` being derived from the mountpoint's path, and records itself in
+//! `/run/swarmfs/<id>.json`. The protocol is one JSON request line, then JSON lines back:
+//! `{"cmd":"status"}` gets one status object; `{"cmd":"prewarm"}` gets a status object
+//! every second until every piece is local, then one with `"complete": true`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tracing::{debug, warn};
+
+use crate::fuse::ReadStats;
+use crate::swarm::Fetcher;
+
+/// Where control sockets live; `SWARMFS_RUN_DIR` overrides (tests).
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("SWARMFS_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/swarmfs"))
+}
+
+/// A short stable id for a mountpoint (its absolute path).
+pub fn mount_id(mnt: &Path) -> String {
+    use sha1::Digest;
+    hex::encode(&sha1::Sha1::digest(mnt.as_os_str().as_encoded_bytes())[..8])
+}
+
+pub fn socket_path(mnt: &Path) -> PathBuf {
+    run_dir().join(format!("{}.sock", mount_id(mnt)))
+}
+
+pub fn record_path(mnt: &Path) -> PathBuf {
+    run_dir().join(format!("{}.json", mount_id(mnt)))
+}
+
+/// What a mount tells about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub name: String,
+    pub infohash: String,
+    pub mountpoint: PathBuf,
+    pub cache_dir: PathBuf,
+    pub pid: u32,
+    pub total_bytes: u64,
+    pub present_bytes: u64,
+    pub pieces_present: u64,
+    pub pieces_total: u64,
+    pub complete: bool,
+    pub downloaded_bytes: u64,
+    pub uploaded_bytes: u64,
+    pub peers: u32,
+    pub download_bps: f64,
+    pub upload_bps: f64,
+    pub cached_reads: u64,
+    pub swarm_reads: u64,
+    pub swarm_read_bytes: u64,
+    pub read_timeouts: u64,
+    pub read_errors: u64,
+    pub swarm_error: Option<String>,
+}
+
+/// What the server needs to answer.
+pub struct MountInfo {
+    pub name: String,
+    pub infohash: String,
+    pub mountpoint: PathBuf,
+    pub cache_dir: PathBuf,
+    pub total_bytes: u64,
+    pub piece_length: u64,
+    pub fetcher: Arc<Fetcher>,
+    pub stats: Arc<ReadStats>,
+}
+
+impl MountInfo {
+    pub fn status(&self) -> Status {
+        let s = self.fetcher.stats();
+        let pieces = self.fetcher.pieces();
+        let present = pieces.present();
+        Status {
+            name: self.name.clone(),
+            infohash: self.infohash.clone(),
+            mountpoint: self.mountpoint.clone(),
+            cache_dir: self.cache_dir.clone(),
+            pid: std::process::id(),
+            total_bytes: self.total_bytes,
+            present_bytes: (present * self.piece_length).min(self.total_bytes),
+            pieces_present: present,
+            pieces_total: pieces.total(),
+            complete: pieces.complete(),
+            downloaded_bytes: s.downloaded_bytes,
+            uploaded_bytes: s.uploaded_bytes,
+            peers: s.live_peers,
+            download_bps: s.download_bps,
+            upload_bps: s.upload_bps,
+            cached_reads: self.stats.cached_reads.load(Ordering::Relaxed),
+            swarm_reads: self.stats.swarm_reads.load(Ordering::Relaxed),
+            swarm_read_bytes: self.stats.swarm_read_bytes.load(Ordering::Relaxed),
+            read_timeouts: self.stats.timeouts.load(Ordering::Relaxed),
+            read_errors: self.stats.errors.load(Ordering::Relaxed),
+            swarm_error: s.error,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    cmd: String,
+}
+
+/// Binds the socket (replacing a stale one) and serves it until the runtime stops.
+pub fn serve(info: Arc<MountInfo>) -> std::io::Result<PathBuf> {
+    let dir = run_dir();
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let path = socket_path(&info.mountpoint);
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::write(
+        record_path(&info.mountpoint),
+        serde_json::json!({
+            "mountpoint": info.mountpoint, "infohash": info.infohash, "name": info.name,
+            "pid": std::process::id(), "socket": path,
+        })
+        .to_string(),
+    )?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else {
+                break;
+            };
+            let info = info.clone();
+            tokio::spawn(async move {
+                if let Err(e) = handle(conn, info).await {
+                    debug!("control connection: {e}");
+                }
+            });
+        }
+    });
+    Ok(path)
+}
+
+/// Removes the socket and the record.
+pub fn remove(mnt: &Path) {
+    let _ = std::fs::remove_file(socket_path(mnt));
+    let _ = std::fs::remove_file(record_path(mnt));
+}
+
+async fn handle(conn: tokio::net::UnixStream, info: Arc<MountInfo>) -> anyhow::Result<()> {
+    let (r, mut w) = conn.into_split();
+    let mut line = String::new();
+    tokio::io::BufReader::new(r).read_line(&mut line).await?;
+    let req: Request = serde_json::from_str(&line)?;
+    let send = |s: &Status| serde_json::to_string(s).map(|j| j + "\n");
+    match req.cmd.as_str() {
+        "status" => w.write_all(send(&info.status())?.as_bytes()).await?,
+        "prewarm" => {
+            if let Err(e) = info.fetcher.fetch_all().await {
+                warn!("prewarm: cannot select every file: {e}");
+            }
+            let mut changed = info.fetcher.pieces().subscribe();
+            loop {
+                let s = info.status();
+                w.write_all(send(&s)?.as_bytes()).await?;
+                if s.complete {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    // Report at most every second, at once when the last piece lands.
+                    while changed.changed().await.is_ok() {
+                        if info.fetcher.pieces().complete() {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+        other => anyhow::bail!("unknown command {other:?}"),
+    }
+    Ok(())
+}
+
+/// Why a control request failed; each maps to its own exit code (see `swarmfs --help`).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}: not a swarmfs mount")]
+    NotAMount(PathBuf),
+    #[error("{0}: the swarmfs daemon of this mount is not answering (killed?); unmount it with `swarmfs unmount`")]
+    NotAnswering(PathBuf),
+    #[error("{0}: bad answer from the mount: {1}")]
+    Protocol(PathBuf, String),
+}
+
+/// Sends `cmd` to the mount at `mnt` and calls `each` with every status line received.
+pub fn request(
+    mnt: &Path,
+    cmd: &str,
+    timeout: Option<Duration>,
+    mut each: impl FnMut(&Status) -> bool,
+) -> Result<(), ControlError> {
+    let sock = socket_path(mnt);
+    if !sock.exists() {
+        return Err(ControlError::NotAMount(mnt.to_path_buf()));
+    }
+    let mut conn = std::os::unix::net::UnixStream::connect(&sock)
+        .map_err(|_| ControlError::NotAnswering(mnt.to_path_buf()))?;
+    conn.set_read_timeout(Some(
+        timeout
+            .unwrap_or(Duration::from_secs(5))
+            .min(Duration::from_secs(5)),
+    ))
+    .ok();
+    let req = serde_json::to_string(&Request { cmd: cmd.into() }).expect("serialisable") + "\n";
+    conn.write_all(req.as_bytes())
+        .map_err(|_| ControlError::NotAnswering(mnt.to_path_buf()))?;
+    for line in BufReader::new(conn).lines() {
+        let line = line.map_err(|_| ControlError::NotAnswering(mnt.to_path_buf()))?;
+        let s: Status = serde_json::from_str(&line)
+            .map_err(|e| ControlError::Protocol(mnt.to_path_buf(), e.to_string()))?;
+        if !each(&s) {
+            break;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! The thin FUSE adapter: the only module that knows `fuser`.
+//!
+//! Each callback translates kernel types to [`FsTree`] calls and back, and every error
+//! goes through [`FsError::errno`]. Reads are the one place where sync meets async: a read
+//! whose pieces are all in the cache is answered on the FUSE thread with a `pread`; a read
+//! that needs the swarm hands its `ReplyData` (which is `Send`) to a tokio task and
+//! returns at once, so a FUSE thread never waits on the network. The task waits at most
+//! `read_timeout`, then answers EIO and logs the file and piece.
+
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry,
+    ReplyOpen, ReplyStatfs, Request,
+};
+use tracing::{debug_span, error, warn, Instrument};
+
+use crate::fs::{Attr, FsError, FsTree, Kind, ReadPlan};
+use crate::store::Store;
+use crate::swarm::Fetcher;
+
+/// Content is immutable: let the kernel cache names and attributes for a day.
+const TTL: Duration = Duration::from_secs(86_400);
+
+/// Counters of the read path, for `status`.
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    pub cached_reads: AtomicU64,
+    pub swarm_reads: AtomicU64,
+    pub swarm_read_bytes: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// The mounted filesystem.
+pub struct SwarmFs {
+    pub tree: Arc<FsTree>,
+    pub store: Arc<Store>,
+    pub fetcher: Arc<Fetcher>,
+    pub rt: tokio::runtime::Handle,
+    pub read_timeout: Duration,
+    pub stats: Arc<ReadStats>,
+    /// Display paths by entry index, for messages.
+    pub paths: Arc<Vec<String>>,
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: match a.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+            Kind::Symlink => FileType::Symlink,
+        },
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn errno(e: &FsError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+impl SwarmFs {
+    fn read_cached(&self, plan: &ReadPlan) -> Result<Vec<u8>, FsError> {
+        self.store
+            .read(plan.entry, plan.offset, plan.len)
+            .map_err(|source| FsError::Cache {
+                path: self.paths[plan.entry].clone(),
+                source,
+            })
+    }
+}
+
+impl Filesystem for SwarmFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // At 16 (the default) blocked reads stalled unrelated reads (DESIGN.md, decision 7).
+        let _ = config.set_max_background(256);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _s = debug_span!("lookup", parent = parent.0, ?name).entered();
+        let r = name
+            .to_str()
+            .ok_or(FsError::NotFound)
+            .and_then(|n| self.tree.lookup(parent.0, n));
+        match r {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _s = debug_span!("getattr", ino = ino.0).entered();
+        match self.tree.attr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _s = debug_span!("readlink", ino = ino.0).entered();
+        match self.tree.readlink(ino.0) {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _s = debug_span!("open", ino = ino.0).entered();
+        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY
+            || flags.0 & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
+        match self.tree.open(ino.0, write) {
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let span = debug_span!("read", ino = ino.0, offset, size);
+        let plan = match span.in_scope(|| self.tree.read_plan(ino.0, offset, size)) {
+            Ok(p) => p,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let pieces = self.fetcher.pieces();
+        if plan.len == 0 {
+            return reply.data(&[]);
+        }
+        if pieces.first_missing(plan.pieces.clone()).is_none() {
+            self.stats.cached_reads.fetch_add(1, Ordering::Relaxed);
+            return match span.in_scope(|| self.read_cached(&plan)) {
+                Ok(b) => reply.data(&b),
+                Err(e) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    error!("{e}");
+                    reply.error(errno(&e))
+                }
+            };
+        }
+        // Needs the swarm: answer from a task, never block this thread.
+        let fetcher = self.fetcher.clone();
+        let store = self.store.clone();
+        let stats = self.stats.clone();
+        let paths = self.paths.clone();
+        let timeout = self.read_timeout;
+        self.rt.spawn(
+            async move {
+                let started = Instant::now();
+                let path = &paths[plan.entry];
+                let r = tokio::time::timeout(
+                    timeout,
+                    fetcher.fetch(plan.entry, plan.offset, plan.pieces.clone()),
+                )
+                .await;
+                let r = match r {
+                    Err(_) => Err(FsError::Timeout {
+                        path: path.clone(),
+                        piece: fetcher
+                            .pieces()
+                            .first_missing(plan.pieces.clone())
+                            .unwrap_or(plan.pieces.start),
+                        secs: timeout.as_secs(),
+                    }),
+                    Ok(Err(e)) => Err(FsError::Swarm {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    }),
+                    Ok(Ok(())) => store
+                        .read(plan.entry, plan.offset, plan.len)
+                        .map_err(|source| FsError::Cache {
+                            path: path.clone(),
+                            source,
+                        }),
+                };
+                match r {
+                    Ok(b) => {
+                        stats.swarm_reads.fetch_add(1, Ordering::Relaxed);
+                        stats
+                            .swarm_read_bytes
+                            .fetch_add(b.len() as u64, Ordering::Relaxed);
+                        tracing::debug!(
+                            ms = started.elapsed().as_millis() as u64,
+                            "read from swarm"
+                        );
+                        reply.data(&b)
+                    }
+                    Err(e) => {
+                        if matches!(e, FsError::Timeout { .. }) {
+                            stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            stats.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        warn!("read failed: {e}");
+                        reply.error(errno(&e))
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.tree.attr(ino.0) {
+            Ok(a) if a.kind == Kind::Dir => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Ok(_) => reply.error(Errno::from_i32(libc::ENOTDIR)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let _s = debug_span!("readdir", ino = ino.0, offset).entered();
+        match self.tree.readdir(ino.0) {
+            Ok(entries) => {
+                for (i, (child, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+                    let kind = match kind {
+                        Kind::Dir => FileType::Directory,
+                        Kind::File => FileType::RegularFile,
+                        Kind::Symlink => FileType::Symlink,
+                    };
+                    if reply.add(INodeNo(*child), (i + 1) as u64, kind, name) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (bytes, files) = self.tree.totals();
+        reply.statfs(bytes.div_ceil(4096), 0, 0, files, 0, 4096, 255, 4096);
+    }
+}

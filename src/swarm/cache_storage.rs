@@ -1,0 +1,143 @@
+//! librqbit storage for a mount: regular files under the cache's `data/` folder, and a
+//! hook that marks each verified piece in the [`PieceMap`] readers wait on.
+//!
+//! Padding and symlink entries get no file (the FUSE layer serves symlinks from the
+//! metadata); only the cache directory is ever written.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use librqbit::storage::{StorageFactory, StorageFactoryExt, TorrentStorage};
+use librqbit::{ManagedTorrentShared, TorrentMetadata};
+use librqbit_core::lengths::ValidPieceIndex;
+
+use crate::release::{EntryKind, Release};
+use crate::store::PieceMap;
+
+#[derive(Clone)]
+pub(crate) struct CacheStorageFactory {
+    pub release: Arc<Release>,
+    pub data_dir: PathBuf,
+    pub pieces: Arc<PieceMap>,
+}
+
+impl StorageFactory for CacheStorageFactory {
+    type Storage = CacheStorage;
+
+    fn create(
+        &self,
+        _shared: &ManagedTorrentShared,
+        metadata: &TorrentMetadata,
+    ) -> anyhow::Result<CacheStorage> {
+        if metadata.file_infos.len() != self.release.entries.len() {
+            bail!("librqbit and swarmfs disagree on the torrent's file list");
+        }
+        let mut files = Vec::with_capacity(self.release.entries.len());
+        for e in &self.release.entries {
+            if !matches!(e.kind, EntryKind::File { .. }) {
+                files.push(None);
+                continue;
+            }
+            let mut path = self.data_dir.clone();
+            path.extend(&e.path);
+            files.push(Some(open_sized(&path, e.length)?));
+        }
+        Ok(CacheStorage {
+            files: Arc::new(files),
+            pieces: self.pieces.clone(),
+        })
+    }
+
+    fn clone_box(&self) -> librqbit::storage::BoxStorageFactory {
+        self.clone().boxed()
+    }
+}
+
+/// Opens (creating) a cache file and gives it its final length, sparse.
+fn open_sized(path: &Path, len: u64) -> anyhow::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("opening cache file {}", path.display()))?;
+    if f.metadata()?.len() != len {
+        f.set_len(len)
+            .with_context(|| format!("sizing cache file {}", path.display()))?;
+    }
+    Ok(f)
+}
+
+pub(crate) struct CacheStorage {
+    files: Arc<Vec<Option<File>>>,
+    pieces: Arc<PieceMap>,
+}
+
+impl CacheStorage {
+    fn file(&self, id: usize) -> anyhow::Result<&File> {
+        self.files
+            .get(id)
+            .and_then(Option::as_ref)
+            .with_context(|| format!("file index {id} holds no data"))
+    }
+}
+
+impl TorrentStorage for CacheStorage {
+    fn init(&mut self, _: &ManagedTorrentShared, _: &TorrentMetadata) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn pread_exact(&self, file_id: usize, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.file(file_id)?
+            .read_exact_at(buf, offset)
+            .with_context(|| format!("reading cache file {file_id} at {offset}"))
+    }
+
+    fn pwrite_all(&self, file_id: usize, offset: u64, buf: &[u8]) -> anyhow::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.file(file_id)?
+            .write_all_at(buf, offset)
+            .with_context(|| {
+                format!("writing cache file {file_id} at {offset} (is the cache disk full?)")
+            })
+    }
+
+    fn remove_file(&self, _file_id: usize, _filename: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn remove_directory_if_empty(&self, _path: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn ensure_file_length(&self, file_id: usize, length: u64) -> anyhow::Result<()> {
+        match self.files.get(file_id).and_then(Option::as_ref) {
+            Some(f) if f.metadata()?.len() != length => Ok(f.set_len(length)?),
+            _ => Ok(()),
+        }
+    }
+
+    fn take(&self) -> anyhow::Result<Box<dyn TorrentStorage>> {
+        Ok(Box::new(CacheStorage {
+            files: self.files.clone(),
+            pieces: self.pieces.clone(),
+        }))
+    }
+
+    fn on_piece_completed(&self, piece: ValidPieceIndex) -> anyhow::Result<()> {
+        self.pieces.set(piece.get() as u64);
+        Ok(())
+    }
+}
