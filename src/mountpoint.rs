@@ -81,6 +81,13 @@ pub enum MountpointState {
 
 /// Checks `path` (absolute) before mounting on it.
 pub fn inspect(path: &Path) -> Result<MountpointState, String> {
+    // Opening the directory reaches the daemon; `stat` may be answered from the kernel's
+    // attribute cache even when the daemon is gone.
+    if let Err(e) = std::fs::read_dir(path) {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            return Ok(MountpointState::Stale);
+        }
+    }
     match std::fs::metadata(path) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Ok(MountpointState::Stale),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

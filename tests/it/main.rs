@@ -2,5 +2,6 @@
 //! All in one test binary (as ripgrep does) so they share one build.
 
 mod interop;
+mod mount;
 mod publish;
 mod support;

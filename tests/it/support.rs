@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+#[allow(unused_imports)]
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -277,5 +279,102 @@ pub fn assert_same_files(src: &Path, dst: &Path) {
         let b = std::fs::read(dst.join(&f))
             .unwrap_or_else(|e| panic!("{} missing in download: {e}", f.display()));
         assert!(a == b, "{} differs after download", f.display());
+    }
+}
+
+/// A swarmfs mount (daemon mode), unmounted on drop.
+pub struct Mount {
+    pub mnt: PathBuf,
+    pub cache: PathBuf,
+}
+
+impl Mount {
+    /// `swarmfs mount --cache-dir CACHE ARGS SOURCE MNT`; panics with the error if it fails.
+    pub fn new(source: &str, mnt: &Path, cache: &Path, args: &[&str]) -> Mount {
+        let o = try_mount(source, mnt, cache, args);
+        assert!(o.status.success(), "mount failed: {}", stderr(&o));
+        Mount {
+            mnt: mnt.to_path_buf(),
+            cache: cache.to_path_buf(),
+        }
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let o = swarmfs(&["status", "--json", self.mnt.to_str().unwrap()]);
+        assert!(o.status.success(), "status failed: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    pub fn unmount(&self) {
+        let o = swarmfs(&["unmount", self.mnt.to_str().unwrap()]);
+        assert!(o.status.success(), "unmount failed: {}", stderr(&o));
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if swarmfs::mountpoint::mount_at(&self.mnt)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            let _ = swarmfs(&["unmount", self.mnt.to_str().unwrap()]);
+        }
+        if swarmfs::mountpoint::mount_at(&self.mnt)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+    }
+}
+
+pub fn try_mount(source: &str, mnt: &Path, cache: &Path, args: &[&str]) -> Output {
+    std::fs::create_dir_all(mnt).unwrap();
+    let mut a = vec!["mount", "--cache-dir", cache.to_str().unwrap(), "--no-lsd"];
+    a.extend_from_slice(args);
+    a.push(source);
+    a.push(mnt.to_str().unwrap());
+    swarmfs(&a)
+}
+
+/// Every regular file, symlink and mode of `src` is in `mnt` with the same bytes.
+pub fn assert_mount_matches(src: &Path, mnt: &Path) {
+    for (rel, desc) in snapshot(src) {
+        let got = mnt.join(&rel);
+        let md = std::fs::symlink_metadata(&got)
+            .unwrap_or_else(|e| panic!("{} missing in the mount: {e}", rel.display()));
+        if desc.starts_with("link") {
+            assert!(
+                md.file_type().is_symlink(),
+                "{} is not a symlink",
+                rel.display()
+            );
+            assert_eq!(
+                std::fs::read_link(&got).unwrap(),
+                std::fs::read_link(src.join(&rel)).unwrap()
+            );
+        } else if desc.starts_with("dir") {
+            assert!(md.is_dir());
+            assert_eq!(md.permissions().mode() & 0o7777, 0o555);
+        } else {
+            let src_exec = std::fs::metadata(src.join(&rel))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o111
+                != 0;
+            let want = if src_exec { 0o555 } else { 0o444 };
+            assert_eq!(
+                md.permissions().mode() & 0o7777,
+                want,
+                "mode of {}",
+                rel.display()
+            );
+            let a = std::fs::read(src.join(&rel)).unwrap();
+            let b = std::fs::read(&got).unwrap();
+            assert!(a == b, "{} differs in the mount", rel.display());
+        }
     }
 }

@@ -1,0 +1,344 @@
+//! `swarmfs mount`: real FUSE mounts fed by real swarms on 127.0.0.1.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+struct Fixture {
+    t: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    torrent: std::path::PathBuf,
+}
+
+fn fixture(size: u64, small: usize) -> Fixture {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("rel");
+    sample(&dir, size, small);
+    let torrent = t.path().join("rel.torrent");
+    publish(&dir, &torrent, &[]);
+    Fixture { t, dir, torrent }
+}
+
+#[test]
+fn three_hosts_mount_from_one_seeder_and_read_every_byte() {
+    let f = fixture(12 << 20, 120);
+    let before = snapshot(&f.dir);
+    let sport = free_port();
+    let _seed = seed(&f.torrent, &f.dir, sport, &[]);
+    let peer = format!("127.0.0.1:{sport}");
+    let mut mounts = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..3 {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        // Each host knows the seeder and the hosts before it: they trade among themselves.
+        let mut args = vec![
+            "--listen".to_string(),
+            listen,
+            "--peer".into(),
+            peer.clone(),
+        ];
+        for p in &ports {
+            args.push("--peer".into());
+            args.push(format!("127.0.0.1:{p}"));
+        }
+        ports.push(port);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        mounts.push(Mount::new(
+            f.torrent.to_str().unwrap(),
+            &f.t.path().join(format!("mnt{i}")),
+            &f.t.path().join(format!("cache{i}")),
+            &args,
+        ));
+    }
+    for m in &mounts {
+        assert_mount_matches(&f.dir, &m.mnt);
+    }
+    // Read-only: every kind of write is refused with EROFS.
+    let m = &mounts[0].mnt;
+    let erofs = |r: std::io::Result<()>| {
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EROFS));
+    };
+    erofs(std::fs::write(m.join("new.txt"), b"x"));
+    erofs(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(m.join("config/app.yaml"))
+            .map(|_| ()),
+    );
+    erofs(std::fs::create_dir(m.join("d")));
+    erofs(std::fs::rename(
+        m.join("config/app.yaml"),
+        m.join("config/b.yaml"),
+    ));
+    erofs(std::fs::remove_file(m.join("config/app.yaml")));
+    use std::os::unix::fs::PermissionsExt;
+    erofs(std::fs::set_permissions(
+        m.join("config/app.yaml"),
+        std::fs::Permissions::from_mode(0o777),
+    ));
+    erofs(
+        std::fs::File::options()
+            .write(true)
+            .open(m.join("bin/appserver"))
+            .and_then(|f| f.set_len(0)),
+    );
+    // Padding is invisible; statfs is honest about the size.
+    assert!(!m.join(".pad").exists());
+    let st = nix_statvfs(m);
+    assert!(
+        st.0 * st.1 >= 12 << 20,
+        "statfs reports {} blocks of {}",
+        st.0,
+        st.1
+    );
+    drop(mounts);
+    assert_eq!(before, snapshot(&f.dir), "the published directory changed");
+}
+
+fn nix_statvfs(p: &Path) -> (u64, u64) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
+    (s.f_blocks, s.f_frsize)
+}
+
+#[test]
+fn a_file_reads_while_the_download_is_half_done_and_a_restart_needs_no_peer() {
+    let f = fixture(24 << 20, 60);
+    let sport = free_port();
+    // A slow seeder: the whole release takes ~12 s, so reads happen mid-download.
+    let mut seeder = seed(&f.torrent, &f.dir, sport, &["--upload-limit", "2M"]);
+    let mnt = f.t.path().join("mnt");
+    let cache = f.t.path().join("cache");
+    let peer = format!("127.0.0.1:{sport}");
+    let m = Mount::new(
+        f.torrent.to_str().unwrap(),
+        &mnt,
+        &cache,
+        &["--peer", &peer],
+    );
+    let start = Instant::now();
+    let lib = std::fs::read(mnt.join("lib/libdb.so.1")).unwrap();
+    let took = start.elapsed();
+    assert_eq!(lib, std::fs::read(f.dir.join("lib/libdb.so.1")).unwrap());
+    let s = m.status();
+    assert_eq!(
+        s["complete"], false,
+        "the download should still be going on: {s}"
+    );
+    assert!(s["swarm_reads"].as_u64().unwrap() > 0);
+    eprintln!(
+        "read lib/libdb.so.1 ({} bytes) mid-download in {took:?}; status {s}",
+        lib.len()
+    );
+
+    // prewarm returns once everything is local.
+    let o = swarmfs(&["prewarm", mnt.to_str().unwrap()]);
+    assert!(o.status.success(), "prewarm: {}", stderr(&o));
+    assert_eq!(m.status()["complete"], true);
+    m.unmount();
+    drop(m);
+    seeder.terminate();
+
+    // No peer at all now: the cache alone serves every byte.
+    let m = Mount::new(f.torrent.to_str().unwrap(), &mnt, &cache, &[]);
+    let s = m.status();
+    assert_eq!(s["complete"], true, "restart did not reuse the cache: {s}");
+    assert_mount_matches(&f.dir, &mnt);
+    assert_eq!(m.status()["downloaded_bytes"], 0);
+}
+
+#[test]
+fn a_read_with_no_peer_fails_with_eio_after_the_timeout_and_the_mount_stays_up() {
+    let f = fixture(4 << 20, 20);
+    let mnt = f.t.path().join("mnt");
+    let m = Mount::new(
+        f.torrent.to_str().unwrap(),
+        &mnt,
+        &f.t.path().join("cache"),
+        &["--read-timeout", "1s"],
+    );
+    for _ in 0..2 {
+        let start = Instant::now();
+        let err = std::fs::read(mnt.join("bin/appserver")).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO));
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+            "{took:?}"
+        );
+    }
+    assert!(mnt.join("config").is_dir(), "metadata still served");
+    let s = m.status();
+    assert!(s["read_timeouts"].as_u64().unwrap() >= 2, "{s}");
+    let log = std::fs::read_dir(&m.cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .unwrap();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.contains("bin/appserver: piece"),
+        "log names file and piece: {log}"
+    );
+}
+
+#[test]
+fn mounts_a_mktorrent_torrent_seeded_only_by_aria2() {
+    require("mktorrent");
+    require("aria2c");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("rel");
+    sample(&dir, 6 << 20, 50);
+    let torrent = t.path().join("mk.torrent");
+    let o = Command::new("mktorrent")
+        .args(["-l", "18", "-a", "http://127.0.0.1:1/announce", "-o"])
+        .arg(&torrent)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let aport = free_port();
+    let mut aria = Proc::spawn(
+        Command::new("aria2c")
+            .args([
+                "--no-conf=true",
+                "--enable-dht=false",
+                "--enable-dht6=false",
+                "--bt-enable-lpd=false",
+                "--seed-ratio=0.0",
+                "--bt-seed-unverified=true",
+                "--check-integrity=false",
+                "--console-log-level=warn",
+                "--listen-port",
+                &aport.to_string(),
+                "-d",
+            ])
+            .arg(t.path())
+            .arg(&torrent),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", aport)).is_err() {
+        assert!(Instant::now() < deadline, "aria2c did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mnt = t.path().join("mnt");
+    let m = Mount::new(
+        torrent.to_str().unwrap(),
+        &mnt,
+        &t.path().join("cache"),
+        &["--peer", &format!("127.0.0.1:{aport}")],
+    );
+    // mktorrent follows symlinks (copies) and carries no modes: compare bytes only.
+    for f in regular_files(&dir) {
+        let mut a = Vec::new();
+        std::fs::File::open(mnt.join(&f))
+            .unwrap()
+            .read_to_end(&mut a)
+            .unwrap();
+        assert!(
+            a == std::fs::read(dir.join(&f)).unwrap(),
+            "{} differs",
+            f.display()
+        );
+    }
+    drop(m);
+    let _ = aria.child.kill();
+}
+
+#[test]
+fn bad_mountpoints_and_sources_get_clear_errors() {
+    let f = fixture(2 << 20, 10);
+    let cache = f.t.path().join("cache");
+    let src = f.torrent.to_str().unwrap();
+    let o = swarmfs(&[
+        "mount",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        src,
+        f.t.path().join("nope").to_str().unwrap(),
+    ]);
+    assert!(
+        stderr(&o).contains("nope: no such directory"),
+        "{}",
+        stderr(&o)
+    );
+    let file = f.t.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let o = swarmfs(&[
+        "mount",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        src,
+        file.to_str().unwrap(),
+    ]);
+    assert!(stderr(&o).contains("not a directory"), "{}", stderr(&o));
+    let o = try_mount("/no/such.torrent", &f.t.path().join("m0"), &cache, &[]);
+    assert!(
+        stderr(&o).contains("cannot read the torrent /no/such.torrent"),
+        "{}",
+        stderr(&o)
+    );
+
+    let mnt = f.t.path().join("mnt");
+    let m = Mount::new(src, &mnt, &cache, &[]);
+    let o = try_mount(src, &mnt, &f.t.path().join("cache2"), &[]);
+    assert!(stderr(&o).contains("is already mounted"), "{}", stderr(&o));
+    // A killed daemon leaves a stale mount; the next mount clears it.
+    let pid = m.status()["pid"].as_u64().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        std::fs::read_dir(&mnt).unwrap_err().raw_os_error(),
+        Some(libc::ENOTCONN)
+    );
+    let o = swarmfs(&["status", mnt.to_str().unwrap()]);
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "a dead daemon is reported, not hung on: {}",
+        stderr(&o)
+    );
+    let _m2 = Mount::new(src, &mnt, &cache, &[]);
+    assert!(mnt.join("config").is_dir());
+    let o = swarmfs(&["prewarm", f.t.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+}
+
+#[test]
+fn sixty_four_concurrent_readers_do_not_deadlock() {
+    let f = fixture(16 << 20, 200);
+    let sport = free_port();
+    let _seed = seed(&f.torrent, &f.dir, sport, &["--upload-limit", "8M"]);
+    let mnt = f.t.path().join("mnt");
+    let _m = Mount::new(
+        f.torrent.to_str().unwrap(),
+        &mnt,
+        &f.t.path().join("cache"),
+        &["--peer", &format!("127.0.0.1:{sport}")],
+    );
+    let files: Vec<_> = regular_files(&f.dir).into_iter().rev().take(64).collect();
+    assert_eq!(files.len(), 64);
+    let start = Instant::now();
+    let handles: Vec<_> = files
+        .into_iter()
+        .map(|rel| {
+            let (src, got) = (f.dir.join(&rel), mnt.join(&rel));
+            std::thread::spawn(move || {
+                assert!(
+                    std::fs::read(&got).unwrap() == std::fs::read(&src).unwrap(),
+                    "{}",
+                    got.display()
+                );
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    eprintln!("64 concurrent readers done in {:?}", start.elapsed());
+}
