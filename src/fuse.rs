@@ -7,17 +7,18 @@
 //! returns at once, so a FUSE thread never waits on the network. The task waits at most
 //! `read_timeout`, then answers EIO and logs the file and piece.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry,
-    ReplyOpen, ReplyStatfs, Request,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
 };
-use tracing::{debug_span, error, warn, Instrument};
+use tracing::{debug, debug_span, error, warn, Instrument};
 
 use crate::fs::{Attr, FsError, FsTree, Kind, ReadPlan};
 use crate::store::Store;
@@ -26,9 +27,13 @@ use crate::swarm::Fetcher;
 /// Content is immutable: let the kernel cache names and attributes for a day.
 const TTL: Duration = Duration::from_secs(86_400);
 
+/// File handle of files opened in passthrough mode (the kernel reads the cache file).
+const FH_PASSTHROUGH: u64 = 1;
+
 /// Counters of the read path, for `status`.
 #[derive(Debug, Default)]
 pub struct ReadStats {
+    pub passthrough_opens: AtomicU64,
     pub cached_reads: AtomicU64,
     pub swarm_reads: AtomicU64,
     pub swarm_read_bytes: AtomicU64,
@@ -46,6 +51,10 @@ pub struct SwarmFs {
     pub stats: Arc<ReadStats>,
     /// Display paths by entry index, for messages.
     pub paths: Arc<Vec<String>>,
+    /// Backing files of complete files open in passthrough mode: inode -> (id, opens).
+    pub passthrough: Mutex<HashMap<u64, (BackingId, u64)>>,
+    /// Whether the kernel accepted passthrough at init.
+    pub passthrough_enabled: std::sync::atomic::AtomicBool,
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -92,6 +101,13 @@ impl Filesystem for SwarmFs {
         // At 16 (the default) blocked reads stalled unrelated reads (DESIGN.md, decision 7).
         let _ = config.set_max_background(256);
         let _ = config.set_max_readahead(1 << 20);
+        // Complete files are read by the kernel from the cache file itself (passthrough,
+        // Linux 6.9+): native speed. Backing files may sit on overlayfs (stack depth 2).
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(2).is_ok()
+        {
+            self.passthrough_enabled.store(true, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -127,10 +143,68 @@ impl Filesystem for SwarmFs {
         let _s = debug_span!("open", ino = ino.0).entered();
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
-        match self.tree.open(ino.0, write) {
-            Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(&e)),
+        if let Err(e) = self.tree.open(ino.0, write) {
+            return reply.error(errno(&e));
         }
+        if self.passthrough_enabled.load(Ordering::Relaxed) {
+            if let Ok((entry, pieces)) = self.tree.file_pieces(ino.0) {
+                if !pieces.is_empty() && self.fetcher.pieces().first_missing(pieces).is_none() {
+                    let mut map = self.passthrough.lock().expect("not poisoned");
+                    if let Some((id, n)) = map.get_mut(&ino.0) {
+                        *n += 1;
+                        self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+                        return reply.opened_passthrough(
+                            FileHandle(FH_PASSTHROUGH),
+                            FopenFlags::empty(),
+                            id,
+                        );
+                    }
+                    let backing = std::fs::File::open(self.store.data_path(entry))
+                        .and_then(|f| reply.open_backing(&f));
+                    match backing {
+                        Ok(id) => {
+                            reply.opened_passthrough(
+                                FileHandle(FH_PASSTHROUGH),
+                                FopenFlags::empty(),
+                                &id,
+                            );
+                            map.insert(ino.0, (id, 1));
+                            self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        Err(e) => {
+                            debug!(
+                                "passthrough unavailable ({e}); serving reads through the daemon"
+                            );
+                            self.passthrough_enabled.store(false, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if fh.0 == FH_PASSTHROUGH {
+            let mut map = self.passthrough.lock().expect("not poisoned");
+            if let Some((_, n)) = map.get_mut(&ino.0) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ino.0);
+                }
+            }
+        }
+        reply.ok();
     }
 
     fn read(

@@ -241,6 +241,21 @@ impl FsTree {
         })
     }
 
+    /// The entry and every piece of a regular file (for whole-file decisions).
+    pub fn file_pieces(&self, ino: Ino) -> Result<(usize, Range<u64>), FsError> {
+        let n = self.node(ino)?;
+        let NodeData::File { entry, .. } = n.data else {
+            return Err(FsError::IsADirectory);
+        };
+        let start = self.offsets[entry];
+        let pieces = if n.size == 0 {
+            0..0
+        } else {
+            start / self.piece_length..(start + n.size).div_ceil(self.piece_length)
+        };
+        Ok((entry, pieces))
+    }
+
     /// (total bytes of the release, number of files and symlinks) for `statfs`.
     pub fn totals(&self) -> (u64, u64) {
         (self.total_length, self.file_count)

@@ -164,10 +164,12 @@ impl Fetcher {
         let span = info_span!("swarm", infohash = %release.info_hash);
         async move {
             let session = new_session(data_dir.clone(), opts).await?;
+            let checking = Arc::new(std::sync::atomic::AtomicBool::new(true));
             let factory = cache_storage::CacheStorageFactory {
                 release: release.clone(),
                 data_dir: data_dir.clone(),
                 pieces: pieces.clone(),
+                checking: checking.clone(),
             };
             let add_opts = AddTorrentOptions {
                 overwrite: true,
@@ -186,6 +188,18 @@ impl Fetcher {
                 .map_err(SwarmError::AddTorrent)?
                 .into_handle()
                 .ok_or_else(|| SwarmError::AddTorrent(anyhow::anyhow!("torrent was not added")))?;
+            // Reads of cached pieces do not wait for librqbit; it finishes its check aside.
+            let t = torrent.clone();
+            tokio::spawn(
+                async move {
+                    let r = t.wait_until_initialized().await;
+                    checking.store(false, std::sync::atomic::Ordering::Release);
+                    if let Err(e) = r {
+                        tracing::warn!("the swarm engine failed to start: {e:#}");
+                    }
+                }
+                .in_current_span(),
+            );
             Ok(Fetcher {
                 session,
                 torrent,
