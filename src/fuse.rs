@@ -250,7 +250,7 @@ impl Filesystem for SwarmFs {
                 let path = &paths[plan.entry];
                 let r = tokio::time::timeout(
                     timeout,
-                    fetcher.fetch(plan.entry, plan.offset, plan.pieces.clone()),
+                    fetcher.fetch_for_read(plan.entry, plan.offset, plan.pieces.clone()),
                 )
                 .await;
                 let r = match r {

@@ -205,16 +205,15 @@ fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
     );
     let mut opts = args.swarm.options();
     opts.download_limit_bps = args.download_limit;
-    let fetcher = Arc::new(
-        rt.block_on(Fetcher::start(
+    let fetcher = rt
+        .block_on(Fetcher::start(
             release.clone(),
             store.data_dir(),
             pieces.clone(),
             &opts,
             !args.no_prefetch,
         ))
-        .context("cannot join the swarm")?,
-    );
+        .context("cannot join the swarm")?;
     let stats = Arc::new(ReadStats::default());
     let fs = SwarmFs {
         tree: Arc::new(FsTree::new(&release)),

@@ -45,6 +45,10 @@ pub struct SwarmArgs {
     /// Do not use local service discovery (BEP 14 multicast on the LAN).
     #[arg(long)]
     pub no_lsd: bool,
+    /// How often a mount announces to its trackers (a fleet starting together finds
+    /// its peers through these announces).
+    #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
+    pub announce_interval: std::time::Duration,
 }
 
 impl SwarmArgs {
@@ -57,6 +61,7 @@ impl SwarmArgs {
             lsd: !self.no_lsd,
             upload_limit_bps: self.upload_limit,
             download_limit_bps: None,
+            announce_interval: self.announce_interval,
         }
     }
 }
