@@ -10,6 +10,7 @@ pkgs=(
 	transmission-cli            # transmission-show, to check our torrents
 	python3 python3-libtorrent  # a libtorrent peer for interop tests
 	mktorrent                   # torrents made by another tool
+	nginx                       # the web server of the deploy test
 )
 missing=()
 for p in "${pkgs[@]}"; do

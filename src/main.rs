@@ -41,6 +41,8 @@ enum Command {
     ///
     /// Exit codes: 0 ok, 1 other error, 3 not a swarmfs mount, 4 the daemon is not answering.
     Status(cmd::status::StatusArgs),
+    /// Print the infohash (and with --json the files) of a torrent, magnet link or infohash.
+    Info(cmd::info::InfoArgs),
     /// Write a generated sample release (for demos and tests) into a new directory.
     Sample(cmd::sample::SampleArgs),
 }
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Seed(a) => cmd::seed::run(a),
         Command::Sample(a) => cmd::sample::run(a),
         Command::Mount(a) => cmd::mount::run(a),
+        Command::Info(a) => cmd::info::run(a),
         Command::Unmount(a) => cmd::mount::unmount(a),
         Command::Prewarm(a) => cmd::prewarm::run(a),
         Command::Status(a) => cmd::status::run(a),

@@ -1,5 +1,6 @@
 //! The subcommands: argument types and wiring, no logic of their own.
 
+pub mod info;
 pub mod mount;
 pub mod prewarm;
 mod progress;

@@ -15,7 +15,7 @@ use crate::control::{self, MountInfo};
 use crate::fs::FsTree;
 use crate::fuse::{ReadStats, SwarmFs};
 use crate::mountpoint::{self, MountpointState, FSNAME_PREFIX};
-use crate::release::{InfoHash, Release};
+use crate::release::Release;
 use crate::store::Store;
 use crate::swarm::{self, Fetcher};
 
@@ -134,26 +134,7 @@ fn daemonize(args: &MountArgs, mnt: &Path) -> Result<()> {
 /// Resolves SOURCE to a validated release: a file, a magnet link or an infohash.
 fn resolve(args: &MountArgs, rt: &tokio::runtime::Runtime) -> Result<Release> {
     let src = args.source.trim();
-    let (infohash, magnet) = if let Some(ih) = InfoHash::from_hex(src).filter(|_| src.len() == 40) {
-        let mut m = format!("magnet:?xt=urn:btih:{ih}");
-        for t in &args.swarm.trackers {
-            m.push_str("&tr=");
-            m.push_str(&url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>());
-        }
-        (ih, m)
-    } else if src.starts_with("magnet:") {
-        let ih = url::Url::parse(src)
-            .ok()
-            .and_then(|u| {
-                u.query_pairs()
-                    .find(|(k, v)| k == "xt" && v.starts_with("urn:btih:"))
-                    .and_then(|(_, v)| InfoHash::from_hex(&v[9..]))
-            })
-            .with_context(|| {
-                format!("{src:?} is not a magnet link with a hex urn:btih infohash")
-            })?;
-        (ih, src.to_string())
-    } else {
+    let Some(infohash) = super::info::infohash_of_link(src) else {
         let path = Path::new(src);
         let bytes = std::fs::read(path).with_context(|| {
             format!("cannot read the torrent {src} (SOURCE is a .torrent file, a magnet link or a 40-hex infohash)")
@@ -161,6 +142,15 @@ fn resolve(args: &MountArgs, rt: &tokio::runtime::Runtime) -> Result<Release> {
         return Release::from_torrent(&bytes)
             .with_context(|| format!("{src} is not a usable torrent"));
     };
+    let mut magnet = if src.starts_with("magnet:") {
+        src.to_string()
+    } else {
+        format!("magnet:?xt=urn:btih:{infohash}")
+    };
+    for t in &args.swarm.trackers {
+        magnet.push_str("&tr=");
+        magnet.push_str(&url::form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>());
+    }
     let ih = infohash.to_string();
     if let Some(bytes) = Store::cached_torrent(&args.cache_dir, &ih) {
         if let Ok(r) = Release::from_torrent(&bytes) {
