@@ -66,10 +66,16 @@ pub struct Status {
     pub read_timeouts: u64,
     pub read_errors: u64,
     pub swarm_error: Option<String>,
+    /// During `prewarm`: bytes wanted (every byte, or those of `--paths`) and local.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prewarm_total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prewarm_present_bytes: Option<u64>,
 }
 
 /// What the server needs to answer.
 pub struct MountInfo {
+    pub release: Arc<crate::release::Release>,
     pub name: String,
     pub infohash: String,
     pub mountpoint: PathBuf,
@@ -108,6 +114,8 @@ impl MountInfo {
             read_timeouts: self.stats.timeouts.load(Ordering::Relaxed),
             read_errors: self.stats.errors.load(Ordering::Relaxed),
             swarm_error: s.error,
+            prewarm_total_bytes: None,
+            prewarm_present_bytes: None,
         }
     }
 }
@@ -115,6 +123,9 @@ impl MountInfo {
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
     cmd: String,
+    /// For prewarm: only files matching these globs (`bin/**`, `lib/*.so`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    paths: Vec<String>,
 }
 
 /// Binds the socket (replacing a stale one) and serves it until the runtime stops.
@@ -165,20 +176,34 @@ async fn handle(conn: tokio::net::UnixStream, info: Arc<MountInfo>) -> anyhow::R
     match req.cmd.as_str() {
         "status" => w.write_all(send(&info.status())?.as_bytes()).await?,
         "prewarm" => {
-            if let Err(e) = info.fetcher.fetch_all().await {
-                warn!("prewarm: cannot select every file: {e}");
+            let wanted = wanted_pieces(&info.release, &req.paths)?;
+            let wanted_bytes = |f: &dyn Fn(u64) -> bool| -> u64 {
+                wanted
+                    .iter()
+                    .filter(|&&p| f(p))
+                    .map(|&p| piece_len(&info.release, p))
+                    .sum()
+            };
+            let total = wanted_bytes(&|_| true);
+            let files: Vec<usize> = matching_entries(&info.release, &req.paths)?;
+            if let Err(e) = info.fetcher.fetch_files(&files).await {
+                warn!("prewarm: cannot select the files: {e}");
             }
-            let mut changed = info.fetcher.pieces().subscribe();
+            let pieces = info.fetcher.pieces().clone();
+            let mut changed = pieces.subscribe();
             loop {
-                let s = info.status();
+                let mut s = info.status();
+                let present = wanted_bytes(&|p| pieces.has(p));
+                s.prewarm_total_bytes = Some(total);
+                s.prewarm_present_bytes = Some(present);
                 w.write_all(send(&s)?.as_bytes()).await?;
-                if s.complete {
+                if present == total {
                     break;
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), async {
                     // Report at most every second, at once when the last piece lands.
                     while changed.changed().await.is_ok() {
-                        if info.fetcher.pieces().complete() {
+                        if wanted.iter().all(|&p| pieces.has(p)) {
                             break;
                         }
                     }
@@ -189,6 +214,44 @@ async fn handle(conn: tokio::net::UnixStream, info: Arc<MountInfo>) -> anyhow::R
         other => anyhow::bail!("unknown command {other:?}"),
     }
     Ok(())
+}
+
+fn piece_len(r: &crate::release::Release, p: u64) -> u64 {
+    r.piece_length.min(r.total_length - p * r.piece_length)
+}
+
+/// Indices of the regular files matching `globs` (all files when there are none).
+fn matching_entries(r: &crate::release::Release, globs: &[String]) -> anyhow::Result<Vec<usize>> {
+    let mut b = globset::GlobSetBuilder::new();
+    for g in globs {
+        b.add(
+            globset::GlobBuilder::new(g)
+                .literal_separator(true)
+                .build()?,
+        );
+    }
+    let set = b.build()?;
+    Ok(r.entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e.kind, crate::release::EntryKind::File { .. }) && e.length > 0)
+        .filter(|(_, e)| globs.is_empty() || set.is_match(e.display_path()))
+        .map(|(i, _)| i)
+        .collect())
+}
+
+/// The pieces holding the files matching `globs`, sorted, without repeats.
+fn wanted_pieces(r: &crate::release::Release, globs: &[String]) -> anyhow::Result<Vec<u64>> {
+    let mut v: Vec<u64> = matching_entries(r, globs)?
+        .into_iter()
+        .flat_map(|i| {
+            let e = &r.entries[i];
+            e.offset / r.piece_length..(e.offset + e.length).div_ceil(r.piece_length)
+        })
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
 }
 
 /// Why a control request failed; each maps to its own exit code (see `swarmfs --help`).
@@ -206,6 +269,7 @@ pub enum ControlError {
 pub fn request(
     mnt: &Path,
     cmd: &str,
+    paths: &[String],
     timeout: Option<Duration>,
     mut each: impl FnMut(&Status) -> bool,
 ) -> Result<(), ControlError> {
@@ -221,7 +285,12 @@ pub fn request(
             .min(Duration::from_secs(5)),
     ))
     .ok();
-    let req = serde_json::to_string(&Request { cmd: cmd.into() }).expect("serialisable") + "\n";
+    let req = serde_json::to_string(&Request {
+        cmd: cmd.into(),
+        paths: paths.to_vec(),
+    })
+    .expect("serialisable")
+        + "\n";
     conn.write_all(req.as_bytes())
         .map_err(|_| ControlError::NotAnswering(mnt.to_path_buf()))?;
     for line in BufReader::new(conn).lines() {

@@ -229,8 +229,12 @@ impl Filesystem for SwarmFs {
         }
         if pieces.first_missing(plan.pieces.clone()).is_none() {
             self.stats.cached_reads.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
             return match span.in_scope(|| self.read_cached(&plan)) {
-                Ok(b) => reply.data(&b),
+                Ok(b) => {
+                    crate::metrics::read_latency("cache", started.elapsed());
+                    reply.data(&b)
+                }
                 Err(e) => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     error!("{e}");

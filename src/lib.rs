@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod control;
 pub mod fs;
 pub mod fuse;
+pub mod metrics;
 pub mod mountpoint;
 pub mod release;
 pub mod sample;

@@ -48,6 +48,9 @@ pub struct MountArgs {
     /// Let users other than the mount's owner read the mount (FUSE `allow_other`).
     #[arg(long)]
     pub allow_other: bool,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// How long to look for the metadata of a magnet link or infohash.
     #[arg(long, default_value = "60s", value_parser = super::parse_duration)]
     pub metadata_timeout: Duration,
@@ -238,6 +241,7 @@ fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
     let bg = session.spawn().context("cannot start the FUSE session")?;
 
     let info = Arc::new(MountInfo {
+        release: release.clone(),
         name: release.name.clone(),
         infohash: release.info_hash.to_string(),
         mountpoint: mnt.clone(),
@@ -247,6 +251,17 @@ fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
         fetcher: fetcher.clone(),
         stats,
     });
+    if let Some(addr) = args.metrics {
+        rt.block_on(async { crate::metrics::serve(addr) })?;
+        let info = info.clone();
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                crate::metrics::update(&info.status());
+            }
+        });
+    }
     let sock = rt
         .block_on(async { control::serve(info) })
         .context("cannot open the control socket")?;

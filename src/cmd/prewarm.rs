@@ -13,6 +13,10 @@ use crate::control;
 pub struct PrewarmArgs {
     /// The mountpoint of a swarmfs mount.
     pub mountpoint: PathBuf,
+    /// Only the files matching this glob (repeatable): `bin/**`, `lib/*.so`. `*` does not
+    /// cross `/`; `**` does.
+    #[arg(long = "paths", value_name = "GLOB")]
+    pub paths: Vec<String>,
     /// Give up after this long (exit code 5), saying how far it got (e.g. 10m).
     #[arg(long, value_parser = super::parse_duration)]
     pub timeout: Option<Duration>,
@@ -36,20 +40,18 @@ pub fn run(args: PrewarmArgs) -> Result<()> {
     let mut last_log = Instant::now() - Duration::from_secs(60);
     let mut last = None;
     let mut timed_out = false;
-    control::request(&mnt, "prewarm", None, |s| {
+    control::request(&mnt, "prewarm", &args.paths, None, |s| {
+        let (have, want) = (
+            s.prewarm_present_bytes.unwrap_or(s.present_bytes),
+            s.prewarm_total_bytes.unwrap_or(s.total_bytes),
+        );
         if tty {
-            bar.set(
-                s.present_bytes,
-                s.total_bytes,
-                &format!("{} peers", s.peers),
-            );
-        } else if last_log.elapsed() >= Duration::from_secs(5) || s.complete {
+            bar.set(have, want, &format!("{} peers", s.peers));
+        } else if last_log.elapsed() >= Duration::from_secs(5) || have == want {
             eprintln!(
-                "prewarm {}: {}/{} bytes ({:.0}%), {:.1} MiB/s, {} peers",
+                "prewarm {}: {have}/{want} bytes ({:.0}%), {:.1} MiB/s, {} peers",
                 s.name,
-                s.present_bytes,
-                s.total_bytes,
-                100.0 * s.present_bytes as f64 / s.total_bytes.max(1) as f64,
+                100.0 * have as f64 / want.max(1) as f64,
                 s.download_bps / 1048576.0,
                 s.peers
             );
@@ -57,7 +59,7 @@ pub fn run(args: PrewarmArgs) -> Result<()> {
         }
         last = Some(s.clone());
         if let Some(t) = args.timeout {
-            if started.elapsed() >= t && !s.complete {
+            if started.elapsed() >= t && have != want {
                 timed_out = true;
                 return false;
             }
@@ -66,19 +68,27 @@ pub fn run(args: PrewarmArgs) -> Result<()> {
     })?;
     bar.finish();
     let s = last.ok_or_else(|| anyhow::anyhow!("the mount sent no status"))?;
-    if timed_out || !s.complete {
+    let (have, want) = (
+        s.prewarm_present_bytes.unwrap_or(s.present_bytes),
+        s.prewarm_total_bytes.unwrap_or(s.total_bytes),
+    );
+    if timed_out || have != want {
         return Err(TimedOut {
             mnt,
             secs: started.elapsed().as_secs(),
-            present: s.present_bytes,
-            total: s.total_bytes,
+            present: have,
+            total: want,
         }
         .into());
     }
     eprintln!(
-        "{}: all {} bytes local and verified ({:.1} s)",
+        "{}: all {want} bytes{} local and verified ({:.1} s)",
         s.name,
-        s.total_bytes,
+        if args.paths.is_empty() {
+            ""
+        } else {
+            " of the matching files"
+        },
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -27,7 +27,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
     };
     let mut first_err = None;
     for mnt in mnts {
-        let r = control::request(&mnt, "status", None, |s| {
+        let r = control::request(&mnt, "status", &[], None, |s| {
             print(s, args.json);
             false
         });

@@ -342,15 +342,19 @@ impl Fetcher {
         self.session.listen_addr()
     }
 
-    /// Starts fetching everything (if the mount was started without prefetch).
-    pub async fn fetch_all(&self) -> Result<(), SwarmError> {
-        let all: std::collections::HashSet<usize> = (0..self
-            .torrent
-            .with_metadata(|m| m.file_infos.len())
-            .unwrap_or(0))
-            .collect();
+    /// Makes sure `files` (entry indices) are being downloaded, besides what already is.
+    pub async fn fetch_files(&self, files: &[usize]) -> Result<(), SwarmError> {
+        let mut set: std::collections::HashSet<usize> = match self.torrent.only_files() {
+            Some(v) => v.into_iter().collect(),
+            None => return Ok(()), // everything is selected already
+        };
+        let before = set.len();
+        set.extend(files.iter().copied());
+        if set.len() == before {
+            return Ok(());
+        }
         self.session
-            .update_only_files(&self.torrent, &all)
+            .update_only_files(&self.torrent, &set)
             .await
             .map_err(SwarmError::AddTorrent)
     }

@@ -342,3 +342,101 @@ fn sixty_four_concurrent_readers_do_not_deadlock() {
     }
     eprintln!("64 concurrent readers done in {:?}", start.elapsed());
 }
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    r
+}
+
+#[test]
+fn prewarm_paths_timeout_status_and_metrics() {
+    let f = fixture(16 << 20, 40);
+    let sport = free_port();
+    let _seed = seed(&f.torrent, &f.dir, sport, &["--upload-limit", "2M"]);
+    let mnt = f.t.path().join("mnt");
+    let mport = free_port();
+    let m = Mount::new(
+        f.torrent.to_str().unwrap(),
+        &mnt,
+        &f.t.path().join("cache"),
+        &[
+            "--no-prefetch",
+            "--peer",
+            &format!("127.0.0.1:{sport}"),
+            "--metrics",
+            &format!("127.0.0.1:{mport}"),
+        ],
+    );
+    // Only the libraries: they become local, the rest does not.
+    let o = swarmfs(&[
+        "prewarm",
+        "--paths",
+        "lib/*.so.1",
+        "--paths",
+        "config/**",
+        mnt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = m.status();
+    assert_eq!(s["complete"], false, "{s}");
+    let swarm_reads = s["swarm_reads"].as_u64().unwrap();
+    for lib in [
+        "lib/libcore.so.1",
+        "lib/libnet.so.1",
+        "lib/libdb.so.1",
+        "lib/libui.so.1",
+        "config/app.yaml",
+    ] {
+        assert_eq!(
+            std::fs::read(mnt.join(lib)).unwrap(),
+            std::fs::read(f.dir.join(lib)).unwrap()
+        );
+    }
+    assert_eq!(
+        m.status()["swarm_reads"].as_u64().unwrap(),
+        swarm_reads,
+        "prewarmed files were not local"
+    );
+
+    // A prewarm of everything that cannot finish in time: exit 5 and how far it got.
+    let o = swarmfs(&["prewarm", "--timeout", "1s", mnt.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(stderr(&o).contains("timed out after"), "{}", stderr(&o));
+
+    // `status` without a mountpoint lists every swarmfs mount.
+    let o = swarmfs(&["status"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(mnt.to_str().unwrap()));
+
+    // A read that needs the swarm lands in the latency histogram.
+    {
+        use std::os::unix::fs::FileExt;
+        let len = std::fs::metadata(f.dir.join("bin/appserver"))
+            .unwrap()
+            .len();
+        let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+        std::fs::File::open(mnt.join("bin/appserver"))
+            .unwrap()
+            .read_exact_at(&mut a, len - 4096)
+            .unwrap();
+        std::fs::File::open(f.dir.join("bin/appserver"))
+            .unwrap()
+            .read_exact_at(&mut b, len - 4096)
+            .unwrap();
+        assert!(a == b);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = http_get(mport, "/metrics");
+    for name in [
+        "swarmfs_pieces_present",
+        "swarmfs_bytes_uploaded_total",
+        "swarmfs_read_seconds_bucket",
+        "swarmfs_peers",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+}
