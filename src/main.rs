@@ -35,7 +35,7 @@ enum Command {
     /// Fetch everything of a mounted release; return 0 once every byte is local.
     ///
     /// Exit codes: 0 done, 1 other error, 3 not a swarmfs mount, 4 the mount's daemon is
-    /// not answering, 5 --timeout reached.
+    /// not answering, 5 --timeout reached, 6 no peer reachable (--no-peer-timeout).
     Prewarm(cmd::prewarm::PrewarmArgs),
     /// Show how far a mount is (or every swarmfs mount on this host).
     ///
@@ -88,6 +88,9 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
     }
     if e.downcast_ref::<cmd::prewarm::TimedOut>().is_some() {
         return ExitCode::from(5);
+    }
+    if e.downcast_ref::<cmd::prewarm::NoPeer>().is_some() {
+        return ExitCode::from(6);
     }
     ExitCode::FAILURE
 }

@@ -20,6 +20,19 @@ pub struct PrewarmArgs {
     /// Give up after this long (exit code 5), saying how far it got (e.g. 10m).
     #[arg(long, value_parser = super::parse_duration)]
     pub timeout: Option<Duration>,
+    /// Give up (exit code 6) when no peer has been connected and nothing has arrived for this long.
+    #[arg(long, default_value = "60s", value_parser = super::parse_duration)]
+    pub no_peer_timeout: Duration,
+}
+
+/// Prewarm saw no peer and no progress for `--no-peer-timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("prewarm of {mnt}: no peer reachable for {secs} s ({present} of {total} bytes local); check the trackers, --peer addresses and the network")]
+pub struct NoPeer {
+    pub mnt: PathBuf,
+    pub secs: u64,
+    pub present: u64,
+    pub total: u64,
 }
 
 /// Prewarm did not finish within `--timeout`.
@@ -40,6 +53,9 @@ pub fn run(args: PrewarmArgs) -> Result<()> {
     let mut last_log = Instant::now() - Duration::from_secs(60);
     let mut last = None;
     let mut timed_out = false;
+    let mut no_peer = false;
+    let mut stalled_since = Instant::now();
+    let mut last_have = u64::MAX;
     control::request(&mnt, "prewarm", &args.paths, None, |s| {
         let (have, want) = (
             s.prewarm_present_bytes.unwrap_or(s.present_bytes),
@@ -58,6 +74,13 @@ pub fn run(args: PrewarmArgs) -> Result<()> {
             last_log = Instant::now();
         }
         last = Some(s.clone());
+        if have != last_have || s.peers > 0 {
+            stalled_since = Instant::now();
+            last_have = have;
+        } else if stalled_since.elapsed() >= args.no_peer_timeout {
+            no_peer = true;
+            return false;
+        }
         if let Some(t) = args.timeout {
             if started.elapsed() >= t && have != want {
                 timed_out = true;
@@ -72,6 +95,15 @@ pub fn run(args: PrewarmArgs) -> Result<()> {
         s.prewarm_present_bytes.unwrap_or(s.present_bytes),
         s.prewarm_total_bytes.unwrap_or(s.total_bytes),
     );
+    if no_peer {
+        return Err(NoPeer {
+            mnt,
+            secs: args.no_peer_timeout.as_secs(),
+            present: have,
+            total: want,
+        }
+        .into());
+    }
     if timed_out || have != want {
         return Err(TimedOut {
             mnt,

@@ -173,6 +173,9 @@ fn a_read_with_no_peer_fails_with_eio_after_the_timeout_and_the_mount_stays_up()
         );
     }
     assert!(mnt.join("config").is_dir(), "metadata still served");
+    let o = swarmfs(&["prewarm", "--no-peer-timeout", "2s", mnt.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no peer reachable"), "{}", stderr(&o));
     let s = m.status();
     assert!(s["read_timeouts"].as_u64().unwrap() >= 2, "{s}");
     let log = std::fs::read_dir(&m.cache)
