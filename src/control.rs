@@ -65,6 +65,8 @@ pub struct Status {
     pub swarm_read_bytes: u64,
     pub read_timeouts: u64,
     pub read_errors: u64,
+    /// Pieces downloaded whole that failed their SHA-1 check (never served).
+    pub hash_failures: u64,
     pub swarm_error: Option<String>,
     /// During `prewarm`: bytes wanted (every byte, or those of `--paths`) and local.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +115,7 @@ impl MountInfo {
             swarm_read_bytes: self.stats.swarm_read_bytes.load(Ordering::Relaxed),
             read_timeouts: self.stats.timeouts.load(Ordering::Relaxed),
             read_errors: self.stats.errors.load(Ordering::Relaxed),
+            hash_failures: pieces.hash_failures(),
             swarm_error: s.error,
             prewarm_total_bytes: None,
             prewarm_present_bytes: None,

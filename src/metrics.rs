@@ -47,4 +47,5 @@ pub fn update(s: &Status) {
     counter!("swarmfs_read_timeouts_total").absolute(s.read_timeouts);
     counter!("swarmfs_read_errors_total").absolute(s.read_errors);
     counter!("swarmfs_passthrough_opens_total").absolute(s.passthrough_opens);
+    counter!("swarmfs_hash_failures_total").absolute(s.hash_failures);
 }

@@ -29,6 +29,7 @@ pub struct PieceMap {
     count: AtomicU64,
     total: u64,
     changed: watch::Sender<u64>,
+    hash_failures: AtomicU64,
 }
 
 impl PieceMap {
@@ -38,7 +39,17 @@ impl PieceMap {
             count: AtomicU64::new(0),
             total,
             changed: watch::channel(0).0,
+            hash_failures: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a piece that was downloaded whole but failed its SHA-1 check.
+    pub fn note_hash_failure(&self) {
+        self.hash_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn hash_failures(&self) -> u64 {
+        self.hash_failures.load(Ordering::Relaxed)
     }
 
     pub fn has(&self, piece: u64) -> bool {
@@ -49,6 +60,11 @@ impl PieceMap {
     /// The first piece of `range` that is missing.
     pub fn first_missing(&self, range: Range<u64>) -> Option<u64> {
         range.into_iter().find(|&p| !self.has(p))
+    }
+
+    /// Whether any piece of `range` is present.
+    pub fn any_present(&self, range: Range<u64>) -> bool {
+        range.into_iter().any(|p| self.has(p))
     }
 
     /// Marks a verified piece; wakes waiters. Returns whether it was new.

@@ -48,7 +48,7 @@ fn print(s: &Status, json: bool) {
         return;
     }
     println!(
-        "{}\t{} ({})\t{}/{} bytes ({:.0}%){}\tpeers {}\tdown {:.1} MiB/s up {:.1} MiB/s\tuploaded {}\treads {} cached {} swarm\ttimeouts {} errors {}\tcache {}",
+        "{}\t{} ({})\t{}/{} bytes ({:.0}%){}\tpeers {}\tdown {:.1} MiB/s up {:.1} MiB/s\tuploaded {}\treads {} cached {} swarm\ttimeouts {} errors {} hash failures {}\tcache {}",
         s.mountpoint.display(),
         s.name,
         s.infohash,
@@ -64,6 +64,7 @@ fn print(s: &Status, json: bool) {
         s.swarm_reads,
         s.read_timeouts,
         s.read_errors,
+        s.hash_failures,
         s.cache_dir.display()
     );
 }

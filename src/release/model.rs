@@ -446,3 +446,76 @@ mod tests {
         assert!(err.to_string().contains("no data"));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests of the parser and validator: whatever the bytes, `from_torrent`
+    //! returns (never panics, never loops), and what it accepts upholds the invariants.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid_torrent() -> Vec<u8> {
+        let files = [("a", 40_000i64), ("b/c", 3), ("b/d", 70_000)];
+        let mut out = b"d4:infod5:filesl".to_vec();
+        for (p, len) in files {
+            out.extend_from_slice(format!("d6:lengthi{len}e4:pathl").as_bytes());
+            for c in p.split('/') {
+                out.extend_from_slice(format!("{}:{}", c.len(), c).as_bytes());
+            }
+            out.extend_from_slice(b"ee");
+        }
+        let pieces = 110_003u64.div_ceil(16384) as usize;
+        out.extend_from_slice(b"e4:name3:rel12:piece lengthi16384e6:pieces");
+        out.extend_from_slice(format!("{}:", pieces * 20).as_bytes());
+        out.extend(std::iter::repeat_n(7u8, pieces * 20));
+        out.extend_from_slice(b"ee");
+        out
+    }
+
+    fn check_invariants(r: &Release) {
+        let mut seen = std::collections::HashSet::new();
+        for e in r.visible_entries() {
+            assert!(!e.path.is_empty());
+            for c in &e.path {
+                assert!(check_component(c).is_ok());
+            }
+            assert!(seen.insert(e.path.clone()));
+        }
+        assert_eq!(r.piece_count(), r.total_length.div_ceil(r.piece_length));
+    }
+
+    #[test]
+    fn the_base_torrent_is_valid() {
+        check_invariants(&Release::from_torrent(&valid_torrent()).unwrap());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(r) = Release::from_torrent(&bytes) {
+                check_invariants(&r);
+            }
+        }
+
+        #[test]
+        fn mutated_torrents_never_panic(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+        ) {
+            let mut t = valid_torrent();
+            for (i, b) in edits {
+                let i = i.index(t.len());
+                t[i] = b;
+            }
+            if truncate {
+                t.truncate(cut.index(t.len()));
+            }
+            if let Ok(r) = Release::from_torrent(&t) {
+                check_invariants(&r);
+            }
+        }
+    }
+}

@@ -7,7 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -48,12 +48,30 @@ impl StorageFactory for CacheStorageFactory {
             path.extend(&e.path);
             files.push(Some(open_sized(&path, e.length)?));
         }
+        // Bytes of file data in each piece (padding is never written by librqbit).
+        let pl = self.release.piece_length;
+        let mut data_len = vec![0u32; self.release.piece_count() as usize];
+        for e in &self.release.entries {
+            if matches!(e.kind, EntryKind::File { .. }) && e.length > 0 {
+                let (start, end) = (e.offset, e.offset + e.length);
+                for p in start / pl..end.div_ceil(pl) {
+                    let (a, b) = (start.max(p * pl), end.min((p + 1) * pl));
+                    data_len[p as usize] += (b - a) as u32;
+                }
+            }
+        }
         Ok(CacheStorage {
             files: Arc::new(files),
             pieces: self.pieces.clone(),
             checking: self.checking.clone(),
             offsets: Arc::new(self.release.entries.iter().map(|e| e.offset).collect()),
+            lengths: Arc::new(self.release.entries.iter().map(|e| e.length).collect()),
             piece_length: self.release.piece_length,
+            written: Arc::new(Written {
+                bytes: data_len.iter().map(|_| AtomicU32::new(0)).collect(),
+                pending: data_len.iter().map(|_| AtomicBool::new(false)).collect(),
+                data_len,
+            }),
         })
     }
 
@@ -86,7 +104,39 @@ pub(crate) struct CacheStorage {
     pieces: Arc<PieceMap>,
     checking: Arc<AtomicBool>,
     offsets: Arc<Vec<u64>>,
+    lengths: Arc<Vec<u64>>,
     piece_length: u64,
+    written: Arc<Written>,
+}
+
+/// Per piece: bytes written since the piece was last complete, and whether a complete
+/// write awaits its verdict. librqbit reports verified pieces but not failed ones: a
+/// piece written whole a second time without a completion in between failed its SHA-1.
+struct Written {
+    data_len: Vec<u32>,
+    bytes: Vec<AtomicU32>,
+    pending: Vec<AtomicBool>,
+}
+
+impl Written {
+    fn on_write(&self, pieces: &PieceMap, piece: usize, len: u32) {
+        let Some(b) = self.bytes.get(piece) else {
+            return;
+        };
+        let now = b.fetch_add(len, Ordering::AcqRel) + len;
+        if now >= self.data_len[piece] {
+            b.store(0, Ordering::Release);
+            if self.pending[piece].swap(true, Ordering::AcqRel) {
+                pieces.note_hash_failure();
+            }
+        }
+    }
+
+    fn on_verified(&self, piece: usize) {
+        if let Some(p) = self.pending.get(piece) {
+            p.store(false, Ordering::Release);
+        }
+    }
 }
 
 impl CacheStorage {
@@ -109,14 +159,22 @@ impl TorrentStorage for CacheStorage {
         }
         // librqbit's initial check hashes every byte of the (sparse) cache: 1 GiB of holes
         // cost ~0.8 s before the first read could start. `Store::open` has already
-        // verified what the cache holds, so during the check a piece we know is absent
-        // fails at once (librqbit then skips the rest of that file as absent).
+        // verified what the cache holds, so during the check a read of an absent piece
+        // fails at once when nothing later in the file is present (librqbit then skips
+        // the rest of the file, losing nothing), and reads as zeros otherwise (the piece
+        // fails its hash, and the check goes on to the present pieces after it).
         if self.checking.load(Ordering::Acquire) {
             let start = self.offsets[file_id] + offset;
             let pieces =
                 start / self.piece_length..(start + buf.len() as u64).div_ceil(self.piece_length);
-            if self.pieces.first_missing(pieces).is_some() {
-                bail!("not in the cache yet");
+            if let Some(missing) = self.pieces.first_missing(pieces) {
+                let file_end =
+                    (self.offsets[file_id] + self.lengths[file_id]).div_ceil(self.piece_length);
+                if !self.pieces.any_present(missing..file_end) {
+                    bail!("not in the cache yet");
+                }
+                buf.fill(0);
+                return Ok(());
             }
         }
         self.file(file_id)?
@@ -132,7 +190,12 @@ impl TorrentStorage for CacheStorage {
             .write_all_at(buf, offset)
             .with_context(|| {
                 format!("writing cache file {file_id} at {offset} (is the cache disk full?)")
-            })
+            })?;
+        // A chunk never spans pieces.
+        let piece = (self.offsets[file_id] + offset) / self.piece_length;
+        self.written
+            .on_write(&self.pieces, piece as usize, buf.len() as u32);
+        Ok(())
     }
 
     fn remove_file(&self, _file_id: usize, _filename: &Path) -> anyhow::Result<()> {
@@ -156,11 +219,14 @@ impl TorrentStorage for CacheStorage {
             pieces: self.pieces.clone(),
             checking: self.checking.clone(),
             offsets: self.offsets.clone(),
+            lengths: self.lengths.clone(),
             piece_length: self.piece_length,
+            written: self.written.clone(),
         }))
     }
 
     fn on_piece_completed(&self, piece: ValidPieceIndex) -> anyhow::Result<()> {
+        self.written.on_verified(piece.get() as usize);
         self.pieces.set(piece.get() as u64);
         Ok(())
     }

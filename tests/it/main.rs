@@ -2,6 +2,7 @@
 //! All in one test binary (as ripgrep does) so they share one build.
 
 mod deploy;
+mod hostile;
 mod interop;
 mod mount;
 mod publish;

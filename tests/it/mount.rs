@@ -443,3 +443,59 @@ fn prewarm_paths_timeout_status_and_metrics() {
         assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
     }
 }
+
+#[test]
+fn kill_9_mid_download_then_remount_reuses_verified_pieces_and_serves_only_verified_bytes() {
+    let f = fixture(24 << 20, 40);
+    let sport = free_port();
+    let _seed = seed(&f.torrent, &f.dir, sport, &["--upload-limit", "3M"]);
+    let mnt = f.t.path().join("mnt");
+    let cache = f.t.path().join("cache");
+    let peer = format!("127.0.0.1:{sport}");
+    let m = Mount::new(
+        f.torrent.to_str().unwrap(),
+        &mnt,
+        &cache,
+        &["--peer", &peer],
+    );
+    // Let it download part of the release, then kill the daemon without warning.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = m.status();
+        let have = s["present_bytes"].as_u64().unwrap();
+        if have > 6 << 20 {
+            assert_eq!(s["complete"], false);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = m.status()["present_bytes"].as_u64().unwrap();
+    let pid = m.status()["pid"].as_u64().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(300));
+    std::mem::forget(m); // its mount is stale now; the next mount clears it
+
+    let m = Mount::new(
+        f.torrent.to_str().unwrap(),
+        &mnt,
+        &cache,
+        &["--peer", &peer],
+    );
+    let s = m.status();
+    let reused = s["present_bytes"].as_u64().unwrap();
+    assert!(
+        reused + (1 << 20) >= before,
+        "remount found {reused} bytes in the cache, had {before} before the kill"
+    );
+    assert_mount_matches(&f.dir, &mnt);
+    let o = swarmfs(&["prewarm", "--timeout", "60s", mnt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = m.status();
+    let total = s["total_bytes"].as_u64().unwrap();
+    let downloaded = s["downloaded_bytes"].as_u64().unwrap();
+    assert!(
+        downloaded < total - reused / 2,
+        "the remount downloaded {downloaded} of {total} bytes although {reused} were cached"
+    );
+}

@@ -331,7 +331,15 @@ impl Drop for Mount {
 }
 
 pub fn try_mount(source: &str, mnt: &Path, cache: &Path, args: &[&str]) -> Output {
-    std::fs::create_dir_all(mnt).unwrap();
+    // A stale mount (ENOTCONN) already exists: leave it to `swarmfs mount` to clear.
+    if let Err(e) = std::fs::create_dir_all(mnt) {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::AlreadyExists,
+            "{}: {e}",
+            mnt.display()
+        );
+    }
     let mut a = vec!["mount", "--cache-dir", cache.to_str().unwrap(), "--no-lsd"];
     a.extend_from_slice(args);
     a.push(source);

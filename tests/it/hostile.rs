@@ -1,0 +1,184 @@
+//! Hostile peers: a small BitTorrent peer written here that lies, stalls, floods or
+//! speaks nonsense, mixed with an honest swarmfs seeder. Readers must only ever see the
+//! published bytes, and the mount must finish from the honest peer.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Evil {
+    /// Answers every request with wrong bytes.
+    WrongBytes,
+    /// Unchokes, then never answers a request.
+    Stall,
+    /// Answers with more bytes than asked.
+    Oversize,
+    /// Sends a message whose length field is absurd.
+    Malformed,
+}
+
+/// Counters of what the evil peer did.
+#[derive(Default)]
+struct EvilStats {
+    connections: AtomicU64,
+    blocks_sent: AtomicU64,
+}
+
+/// Starts an evil peer for `infohash` with `pieces` pieces; returns its port.
+fn evil_peer(mode: Evil, infohash: [u8; 20], pieces: usize, stats: Arc<EvilStats>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { break };
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            let stats = stats.clone();
+            std::thread::spawn(move || {
+                let _ = serve_evil(conn, mode, infohash, pieces, &stats);
+            });
+        }
+    });
+    port
+}
+
+fn serve_evil(
+    mut c: TcpStream,
+    mode: Evil,
+    ih: [u8; 20],
+    pieces: usize,
+    stats: &EvilStats,
+) -> std::io::Result<()> {
+    c.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut hs = [0u8; 68];
+    c.read_exact(&mut hs)?;
+    if hs[28..48] != ih {
+        return Ok(());
+    }
+    let mut out = vec![19u8];
+    out.extend_from_slice(b"BitTorrent protocol");
+    out.extend_from_slice(&[0u8; 8]);
+    out.extend_from_slice(&ih);
+    out.extend_from_slice(b"-EV0001-evilevilevil");
+    // bitfield: we claim every piece
+    let mut bf = vec![0u8; pieces.div_ceil(8)];
+    for i in 0..pieces {
+        bf[i / 8] |= 0x80 >> (i % 8);
+    }
+    out.extend_from_slice(&((bf.len() + 1) as u32).to_be_bytes());
+    out.push(5);
+    out.extend_from_slice(&bf);
+    out.extend_from_slice(&1u32.to_be_bytes());
+    out.push(1); // unchoke
+    c.write_all(&out)?;
+    if let Evil::Malformed = mode {
+        c.write_all(&0xFFFF_FFF0u32.to_be_bytes())?;
+        c.write_all(&[7u8; 64])?;
+    }
+    loop {
+        let mut len = [0u8; 4];
+        c.read_exact(&mut len)?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len == 0 {
+            continue;
+        }
+        let mut msg = vec![0u8; len.min(1 << 20)];
+        c.read_exact(&mut msg)?;
+        if msg[0] != 6 || msg.len() < 13 {
+            continue;
+        }
+        let index = &msg[1..5];
+        let begin = &msg[5..9];
+        let want = u32::from_be_bytes(msg[9..13].try_into().unwrap()) as usize;
+        let n = match mode {
+            Evil::Stall => continue,
+            Evil::Oversize => want + 4096,
+            _ => want,
+        };
+        let mut reply = Vec::with_capacity(n + 13);
+        reply.extend_from_slice(&((n + 9) as u32).to_be_bytes());
+        reply.push(7);
+        reply.extend_from_slice(index);
+        reply.extend_from_slice(begin);
+        reply.extend(std::iter::repeat_n(0xA5u8, n));
+        c.write_all(&reply)?;
+        stats.blocks_sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn hostile_peers_never_reach_a_reader_and_the_honest_peer_finishes_the_job() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("rel");
+    sample(&dir, 8 << 20, 40);
+    let torrent = t.path().join("rel.torrent");
+    publish(&dir, &torrent, &[]);
+    let rel = swarmfs::release::Release::from_torrent(&std::fs::read(&torrent).unwrap()).unwrap();
+    let pieces = rel.piece_count() as usize;
+
+    let mut args: Vec<String> = Vec::new();
+    let mut evils = Vec::new();
+    for mode in [
+        Evil::WrongBytes,
+        Evil::Stall,
+        Evil::Oversize,
+        Evil::Malformed,
+    ] {
+        let stats = Arc::new(EvilStats::default());
+        let port = evil_peer(mode, rel.info_hash.0, pieces, stats.clone());
+        args.push("--peer".into());
+        args.push(format!("127.0.0.1:{port}"));
+        evils.push((mode, stats));
+    }
+    // The honest seeder is slow, so the evil peers get plenty of requests.
+    let sport = free_port();
+    let _seed = seed(&torrent, &dir, sport, &["--upload-limit", "2M"]);
+    args.push("--peer".into());
+    args.push(format!("127.0.0.1:{sport}"));
+    args.push("--read-timeout".into());
+    args.push("60s".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mnt = t.path().join("mnt");
+    let m = Mount::new(
+        torrent.to_str().unwrap(),
+        &mnt,
+        &t.path().join("cache"),
+        &args,
+    );
+
+    // Every byte any reader sees is the published byte.
+    assert_mount_matches(&dir, &mnt);
+    let o = swarmfs(&["prewarm", "--timeout", "120s", mnt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = m.status();
+    assert_eq!(s["complete"], true);
+    for (mode, st) in &evils {
+        eprintln!(
+            "{mode:?}: {} connections, {} blocks sent",
+            st.connections.load(Ordering::Relaxed),
+            st.blocks_sent.load(Ordering::Relaxed)
+        );
+        assert!(
+            st.connections.load(Ordering::Relaxed) > 0,
+            "{mode:?} peer was never contacted"
+        );
+    }
+    let wrong = &evils[0].1;
+    assert!(
+        wrong.blocks_sent.load(Ordering::Relaxed) > 0,
+        "the liar was never asked"
+    );
+    assert!(
+        s["hash_failures"].as_u64().unwrap() >= 1,
+        "hash failures not counted: {s}"
+    );
+    // Dropped after its bad pieces: it served a small share of the release, not all of it.
+    assert!(
+        (wrong.blocks_sent.load(Ordering::Relaxed) as usize) < pieces * 16 / 2,
+        "the liar kept being asked"
+    );
+}
