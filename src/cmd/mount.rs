@@ -163,6 +163,17 @@ fn resolve(args: &MountArgs, rt: &tokio::runtime::Runtime) -> Result<Release> {
             }
         }
     }
+    if args.swarm.peers.is_empty()
+        && args.swarm.trackers.is_empty()
+        && !args.swarm.dht
+        && !src.contains("tr=")
+    {
+        bail!(
+            "the metadata of {ih} is not in the cache {} and there is no way to find peers: \
+             give --peer or --tracker (or --dht), or mount the .torrent file",
+            args.cache_dir.display()
+        );
+    }
     info!("fetching the metadata of {ih} from peers");
     let opts = args.swarm.options();
     let bytes = rt

@@ -499,3 +499,48 @@ fn kill_9_mid_download_then_remount_reuses_verified_pieces_and_serves_only_verif
         "the remount downloaded {downloaded} of {total} bytes although {reused} were cached"
     );
 }
+
+#[test]
+fn a_magnet_or_infohash_mount_fetches_metadata_once_and_remounts_from_the_cache() {
+    let f = fixture(4 << 20, 20);
+    let rel = swarmfs::release::Release::from_torrent(&std::fs::read(&f.torrent).unwrap()).unwrap();
+    let sport = free_port();
+    let mut seeder = seed(&f.torrent, &f.dir, sport, &[]);
+    let mnt = f.t.path().join("mnt");
+    let cache = f.t.path().join("cache");
+    let peer = format!("127.0.0.1:{sport}");
+    let m = Mount::new(&rel.magnet(), &mnt, &cache, &["--peer", &peer]);
+    assert_mount_matches(&f.dir, &mnt);
+    let o = swarmfs(&["prewarm", mnt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    m.unmount();
+    drop(m);
+    seeder.terminate();
+    // No peer at all: the metadata and the pieces come from the cache.
+    let ih = rel.info_hash.to_string();
+    let m = Mount::new(&ih, &mnt, &cache, &[]);
+    assert_eq!(m.status()["complete"], true);
+    assert_mount_matches(&f.dir, &mnt);
+    // An infohash nobody can describe gets a clear error, not a hang.
+    let other = "0123456789abcdef0123456789abcdef01234567";
+    let o = try_mount(other, &f.t.path().join("mnt2"), &cache, &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("there is no way to find peers"),
+        "{}",
+        stderr(&o)
+    );
+    let dead = format!("127.0.0.1:{}", free_port());
+    let o = try_mount(
+        other,
+        &f.t.path().join("mnt2"),
+        &cache,
+        &["--metadata-timeout", "2s", "--peer", &dead],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no peer sent the metadata"),
+        "{}",
+        stderr(&o)
+    );
+}
