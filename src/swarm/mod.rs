@@ -106,15 +106,7 @@ impl Seeder {
                 storage_factory: Some(factory.boxed()),
                 ..Default::default()
             };
-            let torrent = session
-                .add_torrent(
-                    AddTorrent::from_bytes(release.torrent_bytes.clone()),
-                    Some(add_opts),
-                )
-                .await
-                .map_err(SwarmError::AddTorrent)?
-                .into_handle()
-                .ok_or_else(|| SwarmError::AddTorrent(anyhow::anyhow!("torrent was not added")))?;
+            let torrent = add_release(&session, &release, add_opts).await?;
             torrent
                 .wait_until_initialized()
                 .await
@@ -207,15 +199,7 @@ impl Fetcher {
                 }),
                 ..Default::default()
             };
-            let torrent = session
-                .add_torrent(
-                    AddTorrent::from_bytes(release.torrent_bytes.clone()),
-                    Some(add_opts),
-                )
-                .await
-                .map_err(SwarmError::AddTorrent)?
-                .into_handle()
-                .ok_or_else(|| SwarmError::AddTorrent(anyhow::anyhow!("torrent was not added")))?;
+            let torrent = add_release(&session, &release, add_opts).await?;
             // Reads of cached pieces do not wait for librqbit; it finishes its check aside.
             let t = torrent.clone();
             tokio::spawn(
@@ -418,6 +402,23 @@ fn host_order(n: u64, worker: u64) -> Vec<u64> {
         v.swap(i, (x % (i as u64 + 1)) as usize);
     }
     v
+}
+
+/// Adds a release to a session from its .torrent bytes (never a magnet: DESIGN.md 11).
+async fn add_release(
+    session: &Arc<Session>,
+    release: &Release,
+    opts: AddTorrentOptions,
+) -> Result<Arc<ManagedTorrent>, SwarmError> {
+    session
+        .add_torrent(
+            AddTorrent::from_bytes(release.torrent_bytes.clone()),
+            Some(opts),
+        )
+        .await
+        .map_err(SwarmError::AddTorrent)?
+        .into_handle()
+        .ok_or_else(|| SwarmError::AddTorrent(anyhow::anyhow!("torrent was not added")))
 }
 
 /// Fetches a torrent's metadata (for a magnet link or a bare infohash) from peers.
