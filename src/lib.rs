@@ -1,9 +1,13 @@
-//! swarmfs: deploy a software release to a fleet over BitTorrent, and (soon) mount it
-//! lazily as a read-only filesystem.
+//! swarmfs: deploy a software release to a fleet over BitTorrent, and mount it lazily as
+//! a read-only filesystem that fetches what is read first.
 //!
 //! Layers, each behind its own module (see ARCHITECTURE.md):
 //! - [`release`]: torrents made from, parsed into and checked against release directories.
-//! - [`swarm`]: the only user of librqbit: sessions, peers, trackers, seeding.
+//! - [`fs`]: the filesystem logic without a kernel; [`fuse`]: the thin fuser adapter.
+//! - [`store`]: a mount's cache and its map of verified pieces.
+//! - [`swarm`]: the only user of librqbit: sessions, peers, trackers, seeding, fetching.
+//! - [`control`]: the per-mount socket `status` and `prewarm` talk to; [`metrics`].
+//! - [`mountpoint`]: the kernel's mount table.
 //! - [`sample`]: a generated sample release for the demo, tests and benchmarks.
 //! - [`cmd`]: one file per subcommand, wiring only.
 
