@@ -182,3 +182,87 @@ fn hostile_peers_never_reach_a_reader_and_the_honest_peer_finishes_the_job() {
         "the liar kept being asked"
     );
 }
+
+#[test]
+fn a_mount_with_no_peer_recovers_when_a_seeder_appears_through_the_tracker() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("rel");
+    sample(&dir, 4 << 20, 20);
+    let ih = publish(&dir, &t.path().join("probe.torrent"), &[]);
+    let tr = tracker(&[&ih]);
+    let torrent = t.path().join("rel.torrent");
+    publish(&dir, &torrent, &["--tracker", &tr.url]);
+    let mnt = t.path().join("mnt");
+    let _m = Mount::new(
+        torrent.to_str().unwrap(),
+        &mnt,
+        &t.path().join("cache"),
+        &["--read-timeout", "1s"],
+    );
+    let err = std::fs::read(mnt.join("config/app.yaml")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "no peer yet");
+    let _seed = seed(&torrent, &dir, free_port(), &[]);
+    // The mount announces every 5 s: it finds the seeder and the next reads succeed.
+    let start = std::time::Instant::now();
+    loop {
+        match std::fs::read(mnt.join("config/app.yaml")) {
+            Ok(b) => {
+                assert_eq!(b, std::fs::read(dir.join("config/app.yaml")).unwrap());
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO));
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "no recovery within 30 s"
+                );
+            }
+        }
+    }
+    eprintln!("recovered {:?} after the seeder started", start.elapsed());
+}
+
+#[test]
+fn the_origin_going_away_and_coming_back_resumes_the_download_within_seconds() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("rel");
+    sample(&dir, 16 << 20, 20);
+    let ih = publish(&dir, &t.path().join("probe.torrent"), &[]);
+    let tr = tracker(&[&ih]);
+    let torrent = t.path().join("rel.torrent");
+    publish(&dir, &torrent, &["--tracker", &tr.url]);
+    let port = free_port();
+    let mut origin = seed(&torrent, &dir, port, &["--upload-limit", "2M"]);
+    let mnt = t.path().join("mnt");
+    let m = Mount::new(
+        torrent.to_str().unwrap(),
+        &mnt,
+        &t.path().join("cache"),
+        &[],
+    );
+    let present = || m.status()["present_bytes"].as_u64().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while present() < 4 << 20 {
+        assert!(std::time::Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    origin.terminate();
+    std::thread::sleep(Duration::from_secs(2));
+    let stalled = present();
+    let _origin = seed(&torrent, &dir, port, &["--upload-limit", "2M"]);
+    let back = std::time::Instant::now();
+    while present() <= stalled + (1 << 20) {
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "the download did not resume"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "download resumed {:?} after the origin came back",
+        back.elapsed()
+    );
+    let o = swarmfs(&["prewarm", "--timeout", "60s", mnt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_mount_matches(&dir, &mnt);
+}
