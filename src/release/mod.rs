@@ -10,6 +10,7 @@ mod model;
 mod verify;
 
 pub use create::{publish, PublishError, PublishOptions, Published, DEFAULT_PIECE_LENGTH};
+pub(crate) use hash::open_nofollow;
 pub use hash::{HashError, Progress};
 pub use model::{Entry, EntryKind, InfoHash, Release, TorrentError};
 pub use verify::{present_pieces, verify_dir, VerifyError};

@@ -72,7 +72,6 @@ pub struct SwarmStats {
     pub have_bytes: u64,
     pub total_bytes: u64,
     pub live_peers: u32,
-    pub seen_peers: u32,
     pub upload_bps: f64,
     pub state: String,
     pub error: Option<String>,
@@ -368,12 +367,14 @@ async fn prefetch_loop(fetcher: std::sync::Weak<Fetcher>, worker: usize) {
         if f.pieces.has(p) {
             continue;
         }
-        // The data entry that holds the start of the piece.
+        // The data entry that holds the start of the piece: entries are sorted by offset,
+        // and a piece always starts in a file with data (padding only ends pieces).
         let start = p * piece_length;
-        let Some(entry) = f.release.entries.iter().position(|e| {
-            matches!(e.kind, crate::release::EntryKind::File { .. })
-                && e.length > 0
-                && e.offset + e.length > start
+        let entries = &f.release.entries;
+        let first = entries.partition_point(|e| e.offset + e.length <= start);
+        let Some(entry) = (first..entries.len()).find(|&i| {
+            matches!(entries[i].kind, crate::release::EntryKind::File { .. })
+                && entries[i].length > 0
         }) else {
             continue;
         };
@@ -445,15 +446,14 @@ pub async fn fetch_metadata(magnet: &str, opts: &SwarmOptions) -> Result<Vec<u8>
 
 fn stats_of(t: &ManagedTorrent) -> SwarmStats {
     let s = t.stats();
-    let (live_peers, seen_peers, upload_bps, download_bps, downloaded_bytes) = match &s.live {
+    let (live_peers, upload_bps, download_bps, downloaded_bytes) = match &s.live {
         Some(live) => (
             live.snapshot.peer_stats.live,
-            live.snapshot.peer_stats.seen,
             live.upload_speed.mbps * 1024.0 * 1024.0,
             live.download_speed.mbps * 1024.0 * 1024.0,
             live.snapshot.fetched_bytes,
         ),
-        None => (0, 0, 0.0, 0.0, 0),
+        None => (0, 0.0, 0.0, 0),
     };
     SwarmStats {
         uploaded_bytes: s.uploaded_bytes,
@@ -462,7 +462,6 @@ fn stats_of(t: &ManagedTorrent) -> SwarmStats {
         have_bytes: s.progress_bytes,
         total_bytes: s.total_bytes,
         live_peers,
-        seen_peers,
         upload_bps,
         state: s.state.to_string(),
         error: s.error,

@@ -74,12 +74,7 @@ impl ReadOnlyDir {
         if let Some(f) = cell.get() {
             return Ok(f);
         }
-        use std::os::unix::fs::OpenOptionsExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .with_context(|| format!("cannot open {} for reading", path.display()))?;
+        let f = crate::release::open_nofollow(path)?;
         Ok(cell.get_or_init(|| f))
     }
 }

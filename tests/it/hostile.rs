@@ -186,12 +186,7 @@ fn hostile_peers_never_reach_a_reader_and_the_honest_peer_finishes_the_job() {
 #[test]
 fn a_mount_with_no_peer_recovers_when_a_seeder_appears_through_the_tracker() {
     let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("rel");
-    sample(&dir, 4 << 20, 20);
-    let ih = publish(&dir, &t.path().join("probe.torrent"), &[]);
-    let tr = tracker(&[&ih]);
-    let torrent = t.path().join("rel.torrent");
-    publish(&dir, &torrent, &["--tracker", &tr.url]);
+    let (dir, torrent, _ih, _tr) = tracked_release(t.path(), 4 << 20, 20);
     let mnt = t.path().join("mnt");
     let _m = Mount::new(
         torrent.to_str().unwrap(),
@@ -225,12 +220,7 @@ fn a_mount_with_no_peer_recovers_when_a_seeder_appears_through_the_tracker() {
 #[test]
 fn the_origin_going_away_and_coming_back_resumes_the_download_within_seconds() {
     let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("rel");
-    sample(&dir, 16 << 20, 20);
-    let ih = publish(&dir, &t.path().join("probe.torrent"), &[]);
-    let tr = tracker(&[&ih]);
-    let torrent = t.path().join("rel.torrent");
-    publish(&dir, &torrent, &["--tracker", &tr.url]);
+    let (dir, torrent, _ih, _tr) = tracked_release(t.path(), 16 << 20, 20);
     let port = free_port();
     let mut origin = seed(&torrent, &dir, port, &["--upload-limit", "2M"]);
     let mnt = t.path().join("mnt");

@@ -120,13 +120,7 @@ fn transmission_and_libtorrent_read_the_same_torrent() {
 fn aria2_downloads_from_swarmfs_seed_via_opentracker() {
     require("aria2c");
     let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("rel");
-    sample(&dir, 6 << 20, 80);
-    // The infohash does not depend on trackers, so publish once to learn it for the whitelist.
-    let ih = publish(&dir, &t.path().join("probe.torrent"), &[]);
-    let tr = tracker(&[&ih]);
-    let torrent = t.path().join("rel.torrent");
-    assert_eq!(publish(&dir, &torrent, &["--tracker", &tr.url]), ih);
+    let (dir, torrent, _ih, _tr) = tracked_release(t.path(), 6 << 20, 80);
     let before = snapshot(&dir);
 
     let port = free_port();

@@ -223,6 +223,19 @@ pub fn tracker(infohashes: &[&str]) -> Tracker {
     }
 }
 
+/// A sample release in `t/rel`, its torrent `t/rel.torrent` announcing to a fresh
+/// opentracker that whitelists it. The infohash does not depend on trackers, so a first
+/// publish learns it for the whitelist.
+pub fn tracked_release(t: &Path, size: u64, small: usize) -> (PathBuf, PathBuf, String, Tracker) {
+    let dir = t.join("rel");
+    sample(&dir, size, small);
+    let ih = publish(&dir, &t.join("probe.torrent"), &[]);
+    let tr = tracker(&[&ih]);
+    let torrent = t.join("rel.torrent");
+    assert_eq!(publish(&dir, &torrent, &["--tracker", &tr.url]), ih);
+    (dir, torrent, ih, tr)
+}
+
 /// Everything about a tree that must not change: type, mode, mtime, size, content, target.
 pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
     let mut out = BTreeMap::new();
