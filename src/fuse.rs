@@ -29,6 +29,15 @@ const TTL: Duration = Duration::from_secs(86_400);
 
 /// File handle of files opened in passthrough mode (the kernel reads the cache file).
 const FH_PASSTHROUGH: u64 = 1;
+const FH_CACHED: u64 = 2;
+
+/// How an inode's files are open, and how many.
+pub enum Opens {
+    /// Complete when first opened: the kernel reads the cache file itself.
+    Passthrough(BackingId, u64),
+    /// Reads go through the daemon (and the page cache).
+    Cached(u64),
+}
 
 /// Counters of the read path, for `status`.
 #[derive(Debug, Default)]
@@ -51,8 +60,8 @@ pub struct SwarmFs {
     pub stats: Arc<ReadStats>,
     /// Display paths by entry index, for messages.
     pub paths: Arc<Vec<String>>,
-    /// Backing files of complete files open in passthrough mode: inode -> (id, opens).
-    pub passthrough: Mutex<HashMap<u64, (BackingId, u64)>>,
+    /// Open files by inode, and how they are open.
+    pub opens: Mutex<HashMap<u64, Opens>>,
     /// Whether the kernel accepted passthrough at init.
     pub passthrough_enabled: std::sync::atomic::AtomicBool,
 }
@@ -146,19 +155,29 @@ impl Filesystem for SwarmFs {
         if let Err(e) = self.tree.open(ino.0, write) {
             return reply.error(errno(&e));
         }
+        // The kernel keeps an inode in one I/O mode at a time: an open in the other mode
+        // fails with EIO. A file that completes while it is open through the daemon stays
+        // so until its last such open is released.
+        let mut opens = self.opens.lock().expect("not poisoned");
+        match opens.get_mut(&ino.0) {
+            Some(Opens::Passthrough(id, n)) => {
+                *n += 1;
+                self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+                return reply.opened_passthrough(
+                    FileHandle(FH_PASSTHROUGH),
+                    FopenFlags::empty(),
+                    id,
+                );
+            }
+            Some(Opens::Cached(n)) => {
+                *n += 1;
+                return reply.opened(FileHandle(FH_CACHED), FopenFlags::FOPEN_KEEP_CACHE);
+            }
+            None => {}
+        }
         if self.passthrough_enabled.load(Ordering::Relaxed) {
             if let Ok((entry, pieces)) = self.tree.file_pieces(ino.0) {
                 if !pieces.is_empty() && self.fetcher.pieces().first_missing(pieces).is_none() {
-                    let mut map = self.passthrough.lock().expect("not poisoned");
-                    if let Some((id, n)) = map.get_mut(&ino.0) {
-                        *n += 1;
-                        self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
-                        return reply.opened_passthrough(
-                            FileHandle(FH_PASSTHROUGH),
-                            FopenFlags::empty(),
-                            id,
-                        );
-                    }
                     let backing = std::fs::File::open(self.store.data_path(entry))
                         .and_then(|f| reply.open_backing(&f));
                     match backing {
@@ -168,7 +187,7 @@ impl Filesystem for SwarmFs {
                                 FopenFlags::empty(),
                                 &id,
                             );
-                            map.insert(ino.0, (id, 1));
+                            opens.insert(ino.0, Opens::Passthrough(id, 1));
                             self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
                             return;
                         }
@@ -182,7 +201,8 @@ impl Filesystem for SwarmFs {
                 }
             }
         }
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+        opens.insert(ino.0, Opens::Cached(1));
+        reply.opened(FileHandle(FH_CACHED), FopenFlags::FOPEN_KEEP_CACHE)
     }
 
     fn release(
@@ -195,14 +215,20 @@ impl Filesystem for SwarmFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if fh.0 == FH_PASSTHROUGH {
-            let mut map = self.passthrough.lock().expect("not poisoned");
-            if let Some((_, n)) = map.get_mut(&ino.0) {
+        let mut opens = self.opens.lock().expect("not poisoned");
+        let last = match opens.get_mut(&ino.0) {
+            Some(Opens::Passthrough(_, n)) if fh.0 == FH_PASSTHROUGH => {
                 *n -= 1;
-                if *n == 0 {
-                    map.remove(&ino.0);
-                }
+                *n == 0
             }
+            Some(Opens::Cached(n)) if fh.0 == FH_CACHED => {
+                *n -= 1;
+                *n == 0
+            }
+            _ => false,
+        };
+        if last {
+            opens.remove(&ino.0); // closes the backing file id, if any
         }
         reply.ok();
     }

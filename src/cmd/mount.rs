@@ -227,7 +227,7 @@ fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
         read_timeout: args.read_timeout,
         stats: stats.clone(),
         paths: Arc::new(release.entries.iter().map(|e| e.display_path()).collect()),
-        passthrough: Default::default(),
+        opens: Default::default(),
         passthrough_enabled: Default::default(),
     };
     let mut config = fuser::Config::default();

@@ -7,7 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -25,6 +25,9 @@ pub(crate) struct CacheStorageFactory {
     pub pieces: Arc<PieceMap>,
     /// True while librqbit runs its initial check (see [`CacheStorage::pread_exact`]).
     pub checking: Arc<AtomicBool>,
+    /// The errno of the last failed write (0: none). librqbit stops the torrent on a
+    /// write error; the swarm's supervisor reads this to say why and when to resume.
+    pub write_errno: Arc<AtomicI32>,
 }
 
 impl StorageFactory for CacheStorageFactory {
@@ -64,6 +67,7 @@ impl StorageFactory for CacheStorageFactory {
             files: Arc::new(files),
             pieces: self.pieces.clone(),
             checking: self.checking.clone(),
+            write_errno: self.write_errno.clone(),
             offsets: Arc::new(self.release.entries.iter().map(|e| e.offset).collect()),
             lengths: Arc::new(self.release.entries.iter().map(|e| e.length).collect()),
             piece_length: self.release.piece_length,
@@ -103,6 +107,7 @@ pub(crate) struct CacheStorage {
     files: Arc<Vec<Option<File>>>,
     pieces: Arc<PieceMap>,
     checking: Arc<AtomicBool>,
+    write_errno: Arc<AtomicI32>,
     offsets: Arc<Vec<u64>>,
     lengths: Arc<Vec<u64>>,
     piece_length: u64,
@@ -186,11 +191,11 @@ impl TorrentStorage for CacheStorage {
         if buf.is_empty() {
             return Ok(());
         }
-        self.file(file_id)?
-            .write_all_at(buf, offset)
-            .with_context(|| {
-                format!("writing cache file {file_id} at {offset} (is the cache disk full?)")
-            })?;
+        if let Err(e) = self.file(file_id)?.write_all_at(buf, offset) {
+            self.write_errno
+                .store(e.raw_os_error().unwrap_or(libc::EIO), Ordering::Release);
+            return Err(e).with_context(|| format!("writing cache file {file_id} at {offset}"));
+        }
         // A chunk never spans pieces.
         let piece = (self.offsets[file_id] + offset) / self.piece_length;
         self.written
@@ -218,6 +223,7 @@ impl TorrentStorage for CacheStorage {
             files: self.files.clone(),
             pieces: self.pieces.clone(),
             checking: self.checking.clone(),
+            write_errno: self.write_errno.clone(),
             offsets: self.offsets.clone(),
             lengths: self.lengths.clone(),
             piece_length: self.piece_length,

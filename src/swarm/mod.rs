@@ -61,6 +61,9 @@ pub enum SwarmError {
     Stream(anyhow::Error),
     #[error("the swarm has stopped")]
     Stopped,
+    /// The engine stopped on a local fault (a full cache disk); it resumes by itself.
+    #[error("{0}")]
+    Halted(String),
 }
 
 /// What a running torrent has done so far.
@@ -149,6 +152,13 @@ pub struct Fetcher {
     /// When the last on-demand read missed the cache (ms since `started`).
     last_miss_ms: AtomicU64,
     started: std::time::Instant,
+    data_dir: PathBuf,
+    /// Shared with the storage: true while librqbit checks the cache.
+    checking: Arc<std::sync::atomic::AtomicBool>,
+    write_errno: Arc<std::sync::atomic::AtomicI32>,
+    /// Why the engine is stopped (a full cache disk), while it is; reads that need the
+    /// swarm fail at once meanwhile instead of waiting out their timeout.
+    halted: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// Prefetch resumes only this long after the last on-demand miss: a booting server reads
@@ -169,11 +179,13 @@ impl Fetcher {
         async move {
             let session = new_session(data_dir.clone(), opts).await?;
             let checking = Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let write_errno = Arc::new(std::sync::atomic::AtomicI32::new(0));
             let factory = cache_storage::CacheStorageFactory {
                 release: release.clone(),
                 data_dir: data_dir.clone(),
                 pieces: pieces.clone(),
                 checking: checking.clone(),
+                write_errno: write_errno.clone(),
             };
             let add_opts = AddTorrentOptions {
                 overwrite: true,
@@ -200,17 +212,7 @@ impl Fetcher {
             };
             let torrent = add_release(&session, &release, add_opts).await?;
             // Reads of cached pieces do not wait for librqbit; it finishes its check aside.
-            let t = torrent.clone();
-            tokio::spawn(
-                async move {
-                    let r = t.wait_until_initialized().await;
-                    checking.store(false, std::sync::atomic::Ordering::Release);
-                    if let Err(e) = r {
-                        tracing::warn!("the swarm engine failed to start: {e:#}");
-                    }
-                }
-                .in_current_span(),
-            );
+            end_check_when_initialized(&torrent, &checking);
             let fetcher = Arc::new(Fetcher {
                 session,
                 torrent,
@@ -220,7 +222,12 @@ impl Fetcher {
                 reads_waiting: Default::default(),
                 last_miss_ms: AtomicU64::new(0),
                 started: std::time::Instant::now(),
+                data_dir,
+                checking,
+                write_errno,
+                halted: tokio::sync::watch::Sender::new(None),
             });
+            tokio::spawn(supervise(Arc::downgrade(&fetcher)).in_current_span());
             if prefetch {
                 for worker in 0..PREFETCH_WORKERS {
                     let f = Arc::downgrade(&fetcher);
@@ -280,6 +287,10 @@ impl Fetcher {
         if self.pieces.first_missing(pieces.clone()).is_none() {
             return Ok(());
         }
+        let mut halted = self.halted.subscribe();
+        if let Some(why) = halted.borrow_and_update().clone() {
+            return Err(SwarmError::Halted(why));
+        }
         let span = tracing::debug_span!(
             "fetch",
             entry,
@@ -308,15 +319,24 @@ impl Fetcher {
                 .seek(std::io::SeekFrom::Start(offset))
                 .await
                 .map_err(|e| SwarmError::Stream(e.into()))?;
-            self.pieces.wait_all(pieces).await;
-            Ok(())
+            tokio::select! {
+                _ = self.pieces.wait_all(pieces) => Ok(()),
+                h = halted.wait_for(Option::is_some) => match h {
+                    Ok(why) => Err(SwarmError::Halted(why.clone().unwrap_or_default())),
+                    Err(_) => Err(SwarmError::Stopped),
+                },
+            }
         }
         .instrument(span)
         .await
     }
 
     pub fn stats(&self) -> SwarmStats {
-        stats_of(&self.torrent)
+        let mut s = stats_of(&self.torrent);
+        if let Some(why) = self.halted.borrow().clone() {
+            s.error = Some(why);
+        }
+        s
     }
 
     pub fn pieces(&self) -> &Arc<PieceMap> {
@@ -346,6 +366,83 @@ impl Fetcher {
 
     pub async fn shutdown(&self) {
         self.session.stop().await;
+    }
+}
+
+/// Clears the storage's checking flag once librqbit has finished checking the cache.
+fn end_check_when_initialized(
+    torrent: &Arc<ManagedTorrent>,
+    checking: &Arc<std::sync::atomic::AtomicBool>,
+) {
+    let (t, checking) = (torrent.clone(), checking.clone());
+    tokio::spawn(
+        async move {
+            let r = t.wait_until_initialized().await;
+            checking.store(false, std::sync::atomic::Ordering::Release);
+            if let Err(e) = r {
+                tracing::warn!("the swarm engine failed to start: {e:#}");
+            }
+        }
+        .in_current_span(),
+    );
+}
+
+/// How often the supervisor looks at the engine.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
+
+/// Watches the engine. librqbit stops a torrent for good on a write error (a full cache
+/// disk): say why, fail reads that need the swarm at once, and restart it (librqbit
+/// re-checks the cache, keeping every verified piece) once there is room again.
+async fn supervise(fetcher: std::sync::Weak<Fetcher>) {
+    use std::sync::atomic::Ordering;
+    let mut backoff = Duration::from_secs(1);
+    let mut next_try = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(SUPERVISE_EVERY).await;
+        let Some(f) = fetcher.upgrade() else { return };
+        let (error, live) = f.torrent.with_state(|s| match s {
+            librqbit::ManagedTorrentState::Error(e) => (Some(format!("{e:#}")), false),
+            librqbit::ManagedTorrentState::Live(_) => (None, true),
+            _ => (None, false),
+        });
+        if live && f.halted.borrow().is_some() {
+            f.halted.send_replace(None);
+            backoff = Duration::from_secs(1);
+            info!("the swarm is running again; reads fetch from peers");
+            continue;
+        }
+        let Some(error) = error else { continue };
+        let free = crate::store::free_bytes(&f.data_dir).unwrap_or(0);
+        let errno = f.write_errno.load(Ordering::Acquire);
+        let disk_full = errno == libc::ENOSPC || errno == libc::EDQUOT;
+        if f.halted.borrow().is_none() {
+            let why = if disk_full {
+                format!(
+                    "the cache disk is full ({} has {} free): pieces not yet cached cannot be \
+                     fetched until space is freed; cached files are still served",
+                    f.data_dir.display(),
+                    indicatif::HumanBytes(free)
+                )
+            } else {
+                format!("the swarm engine stopped: {error}; restarting it")
+            };
+            tracing::error!("{why}");
+            f.halted.send_replace(Some(why));
+        }
+        // Room for a few pieces, or the restart would only fill the disk again at once.
+        let room = 4 * f.release.piece_length + (1 << 20);
+        if tokio::time::Instant::now() < next_try || (disk_full && free < room) {
+            continue;
+        }
+        info!(free, "restarting the swarm engine");
+        f.write_errno.store(0, Ordering::Release);
+        f.checking.store(true, Ordering::Release);
+        match f.session.unpause(&f.torrent).await {
+            Ok(()) => end_check_when_initialized(&f.torrent, &f.checking),
+            Err(e) => tracing::warn!("restarting the swarm engine failed: {e:#}"),
+        }
+        next_try = tokio::time::Instant::now() + backoff;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -464,7 +561,8 @@ fn stats_of(t: &ManagedTorrent) -> SwarmStats {
         live_peers,
         upload_bps,
         state: s.state.to_string(),
-        error: s.error,
+        // librqbit's text carries a backtrace: its first line says what happened.
+        error: s.error.map(|e| e.lines().next().unwrap_or_default().to_string()),
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -255,4 +256,90 @@ fn the_origin_going_away_and_coming_back_resumes_the_download_within_seconds() {
     let o = swarmfs(&["prewarm", "--timeout", "60s", mnt.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_mount_matches(&dir, &mnt);
+}
+
+#[test]
+fn the_fleet_finishes_from_each_other_once_the_origin_is_gone_for_good() {
+    let t = tempfile::tempdir().unwrap();
+    let (dir, torrent, _ih, _tr) = tracked_release(t.path(), 16 << 20, 60);
+    let mut origin = seed(&torrent, &dir, free_port(), &[]);
+    // Three hosts that fetch only what they are asked for, so what each holds is known.
+    let mount = |name: &str| {
+        Mount::new(
+            torrent.to_str().unwrap(),
+            &t.path().join(name),
+            &t.path().join(format!("cache-{name}")),
+            &["--no-prefetch", "--read-timeout", "30s"],
+        )
+    };
+    let (a, b, c) = (mount("a"), mount("b"), mount("c"));
+    // Between them, a and b take every byte from the origin, each about half.
+    let prewarm = |m: &Mount, globs: &[&str]| {
+        let mut args = vec!["prewarm", "--timeout", "60s"];
+        for g in globs {
+            args.extend(["--paths", g]);
+        }
+        args.push(m.mnt.to_str().unwrap());
+        let o = swarmfs(&args);
+        assert!(o.status.success(), "prewarm {globs:?}: {}", stderr(&o));
+    };
+    prewarm(&a, &["bin/**", "app/**", "config/**"]);
+    prewarm(&b, &["lib/**", "templates/**", "static/**"]);
+    let (ha, hb) = (
+        a.status()["present_bytes"].as_u64().unwrap(),
+        b.status()["present_bytes"].as_u64().unwrap(),
+    );
+    let total = a.status()["total_bytes"].as_u64().unwrap();
+    assert!(ha < total && hb < total, "a has {ha}, b has {hb} of {total}");
+    assert_eq!(c.status()["present_bytes"].as_u64().unwrap(), 0);
+
+    origin.terminate();
+    let gone = std::time::Instant::now();
+    for m in [&a, &b, &c] {
+        prewarm(m, &[]);
+    }
+    eprintln!("the fleet finished {:?} after the origin left", gone.elapsed());
+    for m in [&a, &b, &c] {
+        assert_mount_matches(&dir, &m.mnt);
+    }
+}
+
+#[test]
+fn a_private_release_is_never_looked_up_on_the_lan() {
+    // Control: a public release without trackers is found on the LAN (BEP 14)...
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("rel");
+    sample(&dir, 2 << 20, 10);
+    let run = |name: &str, extra: &[&str]| -> std::io::Result<Vec<u8>> {
+        let torrent = t.path().join(format!("{name}.torrent"));
+        publish(&dir, &torrent, extra);
+        let mut s = Command::new(bin());
+        s.env("RUST_LOG", "swarmfs=info")
+            .args(["seed", torrent.to_str().unwrap(), "--data"])
+            .arg(&dir)
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())]);
+        let mut seeder = Proc::spawn(&mut s);
+        seeder.wait_for("seeding ", Duration::from_secs(60));
+        let mnt = t.path().join(format!("mnt-{name}"));
+        std::fs::create_dir_all(&mnt).unwrap();
+        // Local service discovery on (no --no-lsd), no tracker, no --peer.
+        let o = swarmfs(&[
+            "mount",
+            "--cache-dir",
+            t.path().join(format!("cache-{name}")).to_str().unwrap(),
+            "--read-timeout",
+            "8s",
+            torrent.to_str().unwrap(),
+            mnt.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "mount: {}", stderr(&o));
+        let r = std::fs::read(mnt.join("config/app.yaml"));
+        swarmfs(&["unmount", mnt.to_str().unwrap()]);
+        r
+    };
+    let public = run("public", &[]).expect("a public release is found through LSD");
+    assert_eq!(public, std::fs::read(dir.join("config/app.yaml")).unwrap());
+    // ...a private one is not: it uses its trackers only (and has none here).
+    let e = run("private", &["--private"]).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
 }

@@ -2,6 +2,7 @@
 //! All in one test binary (as ripgrep does) so they share one build.
 
 mod deploy;
+mod host;
 mod hostile;
 mod interop;
 mod mount;
