@@ -62,6 +62,7 @@ pub struct SwarmFs {
     pub paths: Arc<Vec<String>>,
     /// Open files by inode, and how they are open.
     pub opens: Mutex<HashMap<u64, Opens>>,
+    pub readahead: crate::fs::readahead::Readahead,
     /// Whether the kernel accepted passthrough at init.
     pub passthrough_enabled: std::sync::atomic::AtomicBool,
 }
@@ -253,6 +254,16 @@ impl Filesystem for SwarmFs {
         if plan.len == 0 {
             return reply.data(&[]);
         }
+        // A sequential reader's next pieces are asked for now, hit or miss.
+        let window = self.readahead.on_read(ino.0, plan.offset, plan.len);
+        if window > 0 {
+            let ahead =
+                self.tree
+                    .ahead_pieces(ino.0, plan.offset + plan.len, window, &plan.pieces);
+            if pieces.first_missing(ahead.clone()).is_some() {
+                self.fetcher.fetch_ahead(ahead);
+            }
+        }
         if pieces.first_missing(plan.pieces.clone()).is_none() {
             self.stats.cached_reads.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
@@ -280,7 +291,7 @@ impl Filesystem for SwarmFs {
                 let path = &paths[plan.entry];
                 let r = tokio::time::timeout(
                     timeout,
-                    fetcher.fetch_for_read(plan.entry, plan.offset, plan.pieces.clone()),
+                    fetcher.fetch(plan.entry, plan.offset, plan.pieces.clone()),
                 )
                 .await;
                 let r = match r {
@@ -305,6 +316,7 @@ impl Filesystem for SwarmFs {
                 };
                 match r {
                     Ok(b) => {
+                        crate::metrics::read_latency("swarm", started.elapsed());
                         stats.swarm_reads.fetch_add(1, Ordering::Relaxed);
                         stats
                             .swarm_read_bytes

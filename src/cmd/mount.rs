@@ -228,6 +228,7 @@ fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
         stats: stats.clone(),
         paths: Arc::new(release.entries.iter().map(|e| e.display_path()).collect()),
         opens: Default::default(),
+        readahead: Default::default(),
         passthrough_enabled: Default::default(),
     };
     let mut config = fuser::Config::default();

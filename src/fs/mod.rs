@@ -6,6 +6,7 @@
 //! plain vector indexed by inode number and needs no locks.
 
 mod error;
+pub mod readahead;
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -239,6 +240,21 @@ impl FsTree {
             len,
             pieces,
         })
+    }
+
+    /// The pieces holding `len` bytes of a file from `offset` that are not already among
+    /// `after` (a read's own pieces): what to ask for ahead of a sequential reader.
+    pub fn ahead_pieces(&self, ino: Ino, offset: u64, len: u64, after: &Range<u64>) -> Range<u64> {
+        let Ok(n) = self.node(ino) else { return 0..0 };
+        let NodeData::File { entry, .. } = n.data else {
+            return 0..0;
+        };
+        let end = (offset + len).min(n.size);
+        if len == 0 || offset >= end {
+            return 0..0;
+        }
+        let (a, b) = (self.offsets[entry] + offset, self.offsets[entry] + end);
+        (a / self.piece_length).max(after.end)..b.div_ceil(self.piece_length)
     }
 
     /// The entry and every piece of a regular file (for whole-file decisions).

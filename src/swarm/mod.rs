@@ -7,12 +7,12 @@
 //! always added from their .torrent bytes (DESIGN.md, decision 11).
 
 mod cache_storage;
+pub mod picker;
 mod storage;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,9 +135,7 @@ impl Seeder {
     }
 }
 
-/// Most librqbit streams open at once. Each holds one of librqbit's blocking permits,
-/// which downloads need too (DESIGN.md, decision 5): keep well below `WORKER_PERMITS`.
-const MAX_STREAMS: usize = 16;
+/// Blocking permits of librqbit's runtime (its writes of downloaded chunks take them).
 const WORKER_PERMITS: usize = 64;
 
 /// A release being fetched into a cache and served to peers: the swarm side of a mount.
@@ -145,13 +143,8 @@ pub struct Fetcher {
     session: Arc<Session>,
     torrent: Arc<ManagedTorrent>,
     pieces: Arc<PieceMap>,
-    streams: tokio::sync::Semaphore,
+    picker: Arc<picker::Picker>,
     release: Arc<Release>,
-    /// On-demand reads waiting on the swarm; prefetch steps aside while any are.
-    reads_waiting: std::sync::atomic::AtomicUsize,
-    /// When the last on-demand read missed the cache (ms since `started`).
-    last_miss_ms: AtomicU64,
-    started: std::time::Instant,
     data_dir: PathBuf,
     /// Shared with the storage: true while librqbit checks the cache.
     checking: Arc<std::sync::atomic::AtomicBool>,
@@ -160,10 +153,6 @@ pub struct Fetcher {
     /// swarm fail at once meanwhile instead of waiting out their timeout.
     halted: tokio::sync::watch::Sender<Option<String>>,
 }
-
-/// Prefetch resumes only this long after the last on-demand miss: a booting server reads
-/// file after file, and each read should find the links free.
-const PREFETCH_QUIET: Duration = Duration::from_millis(750);
 
 impl Fetcher {
     /// Joins the swarm of `release`, downloading into `data_dir`. With `prefetch`, every
@@ -180,6 +169,7 @@ impl Fetcher {
             let session = new_session(data_dir.clone(), opts).await?;
             let checking = Arc::new(std::sync::atomic::AtomicBool::new(true));
             let write_errno = Arc::new(std::sync::atomic::AtomicI32::new(0));
+            let picker = Arc::new(picker::Picker::new(&release, pieces.clone()));
             let factory = cache_storage::CacheStorageFactory {
                 release: release.clone(),
                 data_dir: data_dir.clone(),
@@ -192,10 +182,9 @@ impl Fetcher {
                 output_folder: Some(data_dir.to_string_lossy().into_owned()),
                 initial_peers: (!opts.peers.is_empty()).then(|| opts.peers.clone()),
                 storage_factory: Some(factory.boxed()),
-                // With nothing selected (prefetch only through our streams) a 4-host fleet
-                // booted in 67 s instead of 12 s: librqbit drops peers it needs nothing
-                // from and reconnects them per stream. Keep its background download on.
+                // Without prefetch nothing is selected: only what reads (and prewarm) ask.
                 only_files: (!prefetch).then(Vec::new),
+                piece_picker: Some(picker.clone()),
                 // A fleet starts together: the first announce finds few peers. Announce
                 // often so hosts find each other while it matters (a tracker such as
                 // opentracker serves 10^5 announces a second).
@@ -217,67 +206,23 @@ impl Fetcher {
                 session,
                 torrent,
                 pieces,
-                streams: tokio::sync::Semaphore::new(MAX_STREAMS),
+                picker,
                 release,
-                reads_waiting: Default::default(),
-                last_miss_ms: AtomicU64::new(0),
-                started: std::time::Instant::now(),
                 data_dir,
                 checking,
                 write_errno,
                 halted: tokio::sync::watch::Sender::new(None),
             });
             tokio::spawn(supervise(Arc::downgrade(&fetcher)).in_current_span());
-            if prefetch {
-                for worker in 0..PREFETCH_WORKERS {
-                    let f = Arc::downgrade(&fetcher);
-                    tokio::spawn(prefetch_loop(f, worker).in_current_span());
-                }
-            }
             Ok(fetcher)
         }
         .instrument(span)
         .await
     }
 
-    /// An on-demand read: like [`Fetcher::fetch`], and background prefetch pauses meanwhile.
-    pub async fn fetch_for_read(
-        &self,
-        entry: usize,
-        offset: u64,
-        pieces: std::ops::Range<u64>,
-    ) -> Result<(), SwarmError> {
-        use std::sync::atomic::Ordering;
-        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        self.reads_waiting.fetch_add(1, Ordering::AcqRel);
-        let _waiting = Waiting(&self.reads_waiting);
-        self.note_miss();
-        self.fetch(entry, offset, pieces).await
-    }
-
-    fn note_miss(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_miss_ms
-            .fetch_max(now, std::sync::atomic::Ordering::AcqRel);
-    }
-
-    /// Whether prefetch should wait: reads are waiting, or one missed a moment ago.
-    fn reads_busy(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        let since =
-            self.started.elapsed().as_millis() as u64 - self.last_miss_ms.load(Ordering::Acquire);
-        self.reads_waiting.load(Ordering::Acquire) > 0
-            || (self.last_miss_ms.load(Ordering::Acquire) > 0
-                && since < PREFETCH_QUIET.as_millis() as u64)
-    }
-
     /// Resolves once `pieces` (which hold bytes of entry `entry` from `offset`) are
-    /// verified in the cache. Asks for them ahead of everything else meanwhile.
+    /// verified in the cache: an on-demand read. They go to the head of the queue (see
+    /// [`picker`]).
     pub async fn fetch(
         &self,
         entry: usize,
@@ -298,27 +243,9 @@ impl Fetcher {
             first_piece = pieces.start,
             pieces = pieces.end - pieces.start
         );
-        async {
-            let _permit = self
-                .streams
-                .acquire()
-                .await
-                .map_err(|_| SwarmError::Stopped)?;
-            if self.pieces.first_missing(pieces.clone()).is_none() {
-                return Ok(());
-            }
-            // A librqbit stream positioned at the read puts its pieces first in the queue.
-            let mut stream = self
-                .torrent
-                .clone()
-                .stream(entry)
-                .await
-                .map_err(SwarmError::Stream)?;
-            use tokio::io::AsyncSeekExt;
-            stream
-                .seek(std::io::SeekFrom::Start(offset))
-                .await
-                .map_err(|e| SwarmError::Stream(e.into()))?;
+        let r = async {
+            let _wanted = self.picker.want(pieces.clone());
+            self.wake_requesters();
             tokio::select! {
                 _ = self.pieces.wait_all(pieces) => Ok(()),
                 h = halted.wait_for(Option::is_some) => match h {
@@ -328,7 +255,25 @@ impl Fetcher {
             }
         }
         .instrument(span)
-        .await
+        .await;
+        // The claim is dropped: the background may resume; peers that idle look again.
+        self.wake_requesters();
+        r
+    }
+
+    /// Asks for `pieces` ahead of the background, without waiting: the next pieces of a
+    /// file being read front to back.
+    pub fn fetch_ahead(&self, pieces: std::ops::Range<u64>) {
+        if self.picker.ahead(pieces) {
+            self.wake_requesters();
+        }
+    }
+
+    /// Peers that found nothing to ask for look again (at once, not at their next tick).
+    fn wake_requesters(&self) {
+        if let Some(live) = self.torrent.live() {
+            live.wake_piece_requesters();
+        }
     }
 
     pub fn stats(&self) -> SwarmStats {
@@ -444,62 +389,6 @@ async fn supervise(fetcher: std::sync::Weak<Fetcher>) {
         next_try = tokio::time::Instant::now() + backoff;
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
-}
-
-/// Background prefetch streams. Each asks for one missing piece at a time, in an order
-/// of its own that differs on every host (librqbit alone takes pieces in file-name order,
-/// so a fleet would all want the same pieces from the origin and have nothing to trade).
-const PREFETCH_WORKERS: usize = 2;
-
-async fn prefetch_loop(fetcher: std::sync::Weak<Fetcher>, worker: usize) {
-    let Some(f) = fetcher.upgrade() else { return };
-    let order = host_order(f.pieces.total(), worker as u64);
-    let piece_length = f.release.piece_length;
-    drop(f);
-    for p in order {
-        let Some(f) = fetcher.upgrade() else { return };
-        while f.reads_busy() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if f.pieces.has(p) {
-            continue;
-        }
-        // The data entry that holds the start of the piece: entries are sorted by offset,
-        // and a piece always starts in a file with data (padding only ends pieces).
-        let start = p * piece_length;
-        let entries = &f.release.entries;
-        let first = entries.partition_point(|e| e.offset + e.length <= start);
-        let Some(entry) = (first..entries.len()).find(|&i| {
-            matches!(entries[i].kind, crate::release::EntryKind::File { .. })
-                && entries[i].length > 0
-        }) else {
-            continue;
-        };
-        let e = &f.release.entries[entry];
-        let offset = start.saturating_sub(e.offset);
-        let r =
-            tokio::time::timeout(Duration::from_secs(30), f.fetch(entry, offset, p..p + 1)).await;
-        if let Ok(Err(e)) = r {
-            tracing::debug!(piece = p, "prefetch: {e}");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-}
-
-/// A random permutation of `0..n`, different on every host and for every worker.
-fn host_order(n: u64, worker: u64) -> Vec<u64> {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(worker);
-    let mut x = h.finish() | 1;
-    let mut v: Vec<u64> = (0..n).collect();
-    for i in (1..v.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-    v
 }
 
 /// Adds a release to a session from its .torrent bytes (never a magnet: DESIGN.md 11).

@@ -248,6 +248,20 @@ impl ChunkTracker {
             .filter_map(|id| self.lengths.validate_piece_index(id))
     }
 
+    /// swarmfs patch: whether the piece waits in the download queue.
+    pub(crate) fn is_piece_queued(&self, id: ValidPieceIndex) -> bool {
+        self.queue_pieces
+            .get(id.get() as usize)
+            .map(|b| *b)
+            .unwrap_or(false)
+    }
+
+    /// swarmfs patch: whether every piece of the torrent (selected or not) is here.
+    pub(crate) fn has_all_pieces(&self) -> bool {
+        let total = self.lengths.total_pieces() as usize;
+        self.have.as_slice()[..total].all()
+    }
+
     pub(crate) fn is_piece_have(&self, id: ValidPieceIndex) -> bool {
         self.have.as_slice()[id.get() as usize]
     }

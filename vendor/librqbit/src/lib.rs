@@ -64,6 +64,7 @@ mod merge_streams;
 mod peer_connection;
 mod peer_info_reader;
 mod piece_tracker;
+pub mod piece_picker;
 mod read_buf;
 mod session;
 mod session_persistence;

@@ -66,6 +66,17 @@ where
     pub peer_has_piece: P,
     /// Returns true if the piece can be stolen (e.g., not locked for writing).
     pub can_steal: S,
+    /// swarmfs patch: the application's order for background pieces (None: file order):
+    /// tiers, and within a tier rarest first by `availability`.
+    pub background_order: Option<&'a [Vec<u32>]>,
+    /// swarmfs patch: how many connected peers have each piece.
+    pub availability: &'a [u32],
+    /// swarmfs patch: pieces wanted soon, taken rarest first after the priority pieces.
+    pub soon: &'a [u32],
+    /// swarmfs patch: a priority piece in flight with another peer this long is taken over.
+    pub priority_steal_after: Option<Duration>,
+    /// swarmfs patch: whether background (non-priority) pieces may be started now.
+    pub background_allowed: bool,
 }
 
 /// Coordinates piece download state.
@@ -133,25 +144,97 @@ impl PieceTracker {
 
         // 2. Try reserve from priority_pieces then queued pieces
         // First check priority pieces that aren't already downloaded or in-flight
+        // swarmfs patch: ...or take over one that another peer has held for too long (a
+        // reader waits on it; the other peer may be busy serving the whole fleet).
+        let mut overdue = None;
         for piece in &mut req.priority_pieces {
-            if !self.chunks.is_piece_have(piece)
-                && !self.inflight.contains_key(&piece)
-                && (req.peer_has_piece)(piece)
-            {
-                return self.reserve_piece(piece, req.peer);
+            if self.chunks.is_piece_have(piece) || !(req.peer_has_piece)(piece) {
+                continue;
+            }
+            match self.inflight.get(&piece) {
+                None => return self.reserve_piece(piece, req.peer),
+                Some(info) if overdue.is_none() && info.peer != req.peer => {
+                    if req
+                        .priority_steal_after
+                        .is_some_and(|after| info.started.elapsed() >= after)
+                    {
+                        overdue = Some(piece);
+                    }
+                }
+                Some(_) => {}
             }
         }
+        if let Some(piece) = overdue
+            && (req.can_steal)(piece)
+            && let Some(info) = self.inflight.get_mut(&piece)
+        {
+            let from_peer = std::mem::replace(&mut info.peer, req.peer);
+            info.started = Instant::now();
+            return AcquireResult::Stolen { piece, from_peer };
+        }
 
-        // Then check naturally ordered queued pieces
-        // Note: iter_queued_pieces only returns pieces in queue_pieces (not in-flight)
-        let queued: Vec<_> = self
-            .chunks
-            .iter_queued_pieces(req.file_priorities, req.file_infos)
-            .collect();
+        // swarmfs patch: pieces wanted soon, rarest first (ties: the given order).
+        let lengths = *self.chunks.get_lengths();
+        let mut best: Option<(u32, ValidPieceIndex)> = None;
+        for &i in req.soon {
+            let Some(piece) = lengths.validate_piece_index(i) else {
+                continue;
+            };
+            if self.chunks.is_piece_have(piece)
+                || self.inflight.contains_key(&piece)
+                || !(req.peer_has_piece)(piece)
+            {
+                continue;
+            }
+            let have = req.availability.get(i as usize).copied().unwrap_or(0);
+            if best.is_none_or(|(b, _)| have < b) {
+                best = Some((have, piece));
+            }
+        }
+        if let Some((_, piece)) = best {
+            return self.reserve_piece(piece, req.peer);
+        }
 
-        for piece in queued {
-            if (req.peer_has_piece)(piece) {
-                return self.reserve_piece(piece, req.peer);
+        if !req.background_allowed {
+            return AcquireResult::NoneAvailable;
+        }
+
+        // swarmfs patch: the application's background order, when it gives one.
+        if let Some(tiers) = req.background_order {
+            let lengths = *self.chunks.get_lengths();
+            for tier in tiers {
+                let mut best: Option<(u32, ValidPieceIndex)> = None;
+                for &i in tier {
+                    let Some(piece) = lengths.validate_piece_index(i) else {
+                        continue;
+                    };
+                    if !self.chunks.is_piece_queued(piece) || !(req.peer_has_piece)(piece) {
+                        continue;
+                    }
+                    let have = req.availability.get(i as usize).copied().unwrap_or(0);
+                    if best.is_none_or(|(b, _)| have < b) {
+                        best = Some((have, piece));
+                        if have <= 1 {
+                            break; // only this peer has it: none can be rarer
+                        }
+                    }
+                }
+                if let Some((_, piece)) = best {
+                    return self.reserve_piece(piece, req.peer);
+                }
+            }
+        } else {
+            // Then check naturally ordered queued pieces
+            // Note: iter_queued_pieces only returns pieces in queue_pieces (not in-flight)
+            let queued: Vec<_> = self
+                .chunks
+                .iter_queued_pieces(req.file_priorities, req.file_infos)
+                .collect();
+
+            for piece in queued {
+                if (req.peer_has_piece)(piece) {
+                    return self.reserve_piece(piece, req.peer);
+                }
             }
         }
 
@@ -396,6 +479,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |_| true, // Peer has all pieces
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         });
 
         // Should reserve piece 0 (first in queue)
@@ -429,6 +517,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |p| p.get() >= 2,
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         });
 
         match result {
@@ -457,6 +550,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |_| true,
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         });
 
         let piece = match result {
@@ -490,6 +588,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |_| true,
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         });
 
         let piece = match result {
@@ -518,6 +621,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |p| p == piece, // Only has the failed piece
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         });
 
         match result2 {
@@ -547,6 +655,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |_| true,
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -559,6 +672,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |_| true,
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -573,6 +691,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |_| true,
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -612,6 +735,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |_| true,
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         });
         tracker.acquire_piece(AcquireRequest {
             peer: peer(1),
@@ -621,6 +749,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |_| true,
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         });
 
         assert_eq!(tracker.inflight_count(), 2);
@@ -638,6 +771,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |_| true,
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         });
 
         // Should get piece 0 again (was requeued)
@@ -676,6 +814,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |_| true,
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         });
 
         // Should get piece 3 (first priority piece)
@@ -702,6 +845,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |_| false, // Peer has nothing
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         });
 
         match result {
@@ -750,6 +898,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |_| true,
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         }) {
             AcquireResult::Reserved(p) => {
                 assert_eq!(p.get(), 0);
@@ -766,6 +919,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |_| true,
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         }) {
             AcquireResult::Reserved(p) => {
                 assert_eq!(p.get(), 4);
@@ -788,6 +946,11 @@ mod tests {
             file_infos: &file_infos,
             peer_has_piece: |p| p.get() == 4, // Peer B only has piece 4
             can_steal: |_| true,
+            background_order: None,
+            availability: &[],
+            soon: &[],
+            priority_steal_after: None,
+            background_allowed: true,
         });
 
         // Should steal piece 4 (which peer B has), NOT piece 0 (which peer B doesn't have)

@@ -298,6 +298,10 @@ pub struct AddTorrentOptions {
 
     // Custom trackers
     pub trackers: Option<Vec<String>>,
+
+    /// swarmfs patch: the application decides which pieces are requested first.
+    #[serde(skip)]
+    pub piece_picker: Option<Arc<dyn crate::piece_picker::PiecePicker>>,
 }
 
 pub struct ListOnlyResponse {
@@ -1371,6 +1375,7 @@ impl Session {
                     peer_limit: opts.peer_limit.or(self.peer_limit),
                     #[cfg(feature = "disable-upload")]
                     _disable_upload: self._disable_upload,
+                    piece_picker: opts.piece_picker.clone(),
                 },
                 connector: self.connector.clone(),
                 session: Arc::downgrade(self),

@@ -120,6 +120,7 @@ pub(crate) struct ManagedTorrentOptions {
     pub peer_limit: Option<usize>,
     #[cfg(feature = "disable-upload")]
     pub _disable_upload: bool,
+    pub piece_picker: Option<std::sync::Arc<dyn crate::piece_picker::PiecePicker>>,
 }
 
 impl ManagedTorrentOptions {

@@ -273,6 +273,7 @@ impl TorrentStateLive {
                 stats: Default::default(),
                 states: Default::default(),
                 live_outgoing_peers: Default::default(),
+                availability: Default::default(),
             },
             _locked: RwLock::new(TorrentStateLocked {
                 pieces: Some(PieceTracker::new(paused.chunk_tracker)),
@@ -671,6 +672,11 @@ impl TorrentStateLive {
         &self.shared
     }
 
+    /// swarmfs patch: wakes peers that found nothing to request, to ask the picker again.
+    pub fn wake_piece_requesters(&self) {
+        self.new_pieces_notify.notify_waiters();
+    }
+
     pub fn info(&self) -> &ValidatedTorrentMetaV1Info<ByteBufOwned> {
         &self.metadata.info
     }
@@ -833,6 +839,11 @@ impl TorrentStateLive {
             Ok(c) => c,
             Err(_) => return false,
         };
+        // swarmfs patch: with a picker, any piece may be asked for at any time (a read of
+        // a lazily fetched file): keep peers until every piece is here.
+        if self.shared.options.piece_picker.is_some() && !chunks.has_all_pieces() {
+            return true;
+        }
         self.streams
             .streamed_file_ids()
             .any(|file_id| !chunks.is_file_finished(&self.metadata.file_infos[file_id]))
@@ -1446,10 +1457,33 @@ impl PeerHandler {
                     ..
                 } = &mut **g;
                 let pieces = pieces.as_mut().ok_or(Error::ChunkTrackerEmpty)?;
-                let result = pieces.acquire_piece(AcquireRequest {
+                // swarmfs patch: the application's urgent pieces come first.
+                let picker = self.state.shared.options.piece_picker.as_ref();
+                let mut urgent = Vec::new();
+                let mut soon = Vec::new();
+                let (background_order, background_allowed) = match picker {
+                    Some(p) => {
+                        p.urgent(&mut urgent);
+                        p.soon(&mut soon);
+                        (p.background_order(), p.background_allowed())
+                    }
+                    None => (None, true),
+                };
+                let lengths = &self.state.lengths;
+                // Availability is the innermost lock; acquire_piece takes no other.
+                let result = self.state.peers.availability.with(|availability| {
+                    pieces.acquire_piece(AcquireRequest {
+                    availability,
+                    soon: &soon,
+                    priority_steal_after: picker.and_then(|p| p.urgent_steal_after()),
                     peer: self.addr,
                     peer_avg_time: self.counters.average_piece_download_time(),
-                    priority_pieces: self.state.streams.iter_next_pieces(&self.state.lengths),
+                    background_order: background_order.as_deref(),
+                    background_allowed,
+                    priority_pieces: urgent
+                        .iter()
+                        .filter_map(|&i| lengths.validate_piece_index(i))
+                        .chain(self.state.streams.iter_next_pieces(&self.state.lengths)),
                     file_priorities,
                     file_infos: &self.state.metadata.file_infos,
                     peer_has_piece: |p| bf.get(p.get() as usize).map(|v| *v) == Some(true),
@@ -1458,6 +1492,7 @@ impl PeerHandler {
                             .try_write()
                             .is_some()
                     },
+                    })
                 });
 
                 match result {
@@ -1542,7 +1577,12 @@ impl PeerHandler {
                     live.bitfield = make_piece_bitfield(&self.state.lengths);
                 }
                 match live.bitfield.get_mut(have as usize) {
-                    Some(mut v) => *v = true,
+                    Some(mut v) => {
+                        if !*v {
+                            self.state.peers.availability.inc(have as usize);
+                        }
+                        *v = true
+                    }
                     None => {
                         warn!(
                             id = self.state.shared.id,
@@ -1563,6 +1603,9 @@ impl PeerHandler {
                 }
             });
         self.on_bitfield_notify.notify_waiters();
+        // swarmfs patch: a requester that found nothing to ask this peer for sleeps up to
+        // 5 s; the piece it just announced may be one a reader waits on.
+        self.state.new_pieces_notify.notify_waiters();
     }
 
     fn on_bitfield(&self, bitfield: ByteBufOwned) -> anyhow::Result<()> {

@@ -143,6 +143,9 @@ impl Peer {
     }
 
     pub fn destroy(self, counters: &PeerStates) {
+        if let PeerState::Live(l) = &self.state {
+            counters.availability.apply(&l.bitfield, false);
+        }
         for counter in [&counters.session_stats, &counters.stats] {
             counter.dec(&self.state);
         }
@@ -152,6 +155,12 @@ impl Peer {
     }
 
     pub fn set_state(&mut self, new: PeerState, counters: &PeerStates) -> PeerState {
+        if let PeerState::Live(l) = &self.state {
+            counters.availability.apply(&l.bitfield, false);
+        }
+        if let PeerState::Live(l) = &new {
+            counters.availability.apply(&l.bitfield, true);
+        }
         for counter in [&counters.session_stats, &counters.stats] {
             counter.incdec(&self.state, &new);
         }

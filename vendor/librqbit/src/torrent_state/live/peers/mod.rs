@@ -23,6 +23,42 @@ pub(crate) struct PeerStates {
     pub live_outgoing_peers: RwLock<HashSet<PeerHandle>>,
     pub stats: AggregatePeerStatsAtomic,
     pub states: DashMap<PeerHandle, Peer>,
+    /// swarmfs patch: how many live peers have each piece, for rarest-first.
+    pub availability: Availability,
+}
+
+/// swarmfs patch: per piece, the number of live peers whose bitfield has it. Always the
+/// innermost lock: nothing else is locked while it is held.
+#[derive(Default)]
+pub(crate) struct Availability(parking_lot::Mutex<Vec<u32>>);
+
+impl Availability {
+    /// Adds (`add`) or removes a live peer's bitfield.
+    pub fn apply(&self, bf: &BF, add: bool) {
+        if bf.is_empty() {
+            return;
+        }
+        let mut v = self.0.lock();
+        for i in bf.iter_ones() {
+            if v.len() <= i {
+                v.resize(i + 1, 0);
+            }
+            v[i] = if add { v[i] + 1 } else { v[i].saturating_sub(1) };
+        }
+    }
+
+    /// One more live peer has `piece`.
+    pub fn inc(&self, piece: usize) {
+        let mut v = self.0.lock();
+        if v.len() <= piece {
+            v.resize(piece + 1, 0);
+        }
+        v[piece] += 1;
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&[u32]) -> R) -> R {
+        f(&self.0.lock())
+    }
 }
 
 impl Drop for PeerStates {
@@ -118,6 +154,8 @@ impl PeerStates {
         total_pieces: usize,
     ) -> Option<()> {
         self.with_live_mut(handle, "update_bitfield", |live| {
+            self.availability.apply(&live.bitfield, false);
+            self.availability.apply(&bitfield, true);
             live.bitfield = bitfield;
             self.update_seeder_flag(live, total_pieces);
         })
@@ -203,6 +241,7 @@ mod tests {
             live_outgoing_peers: Default::default(),
             stats: Default::default(),
             states: Default::default(),
+            availability: Default::default(),
         }
     }
 

@@ -1,0 +1,38 @@
+//! swarmfs patch: lets the embedding application choose which pieces are requested.
+//!
+//! Stock librqbit requests stream pieces first, then selected pieces in file order. An
+//! application that serves reads from a lazily fetched torrent needs more: the exact
+//! pieces readers wait on first, a background order of its own (one that differs between
+//! hosts, so a fleet has pieces to trade), and a way to hold the background back while
+//! reads are waiting.
+
+use std::sync::Arc;
+
+/// Decides the order in which pieces are requested. Installed with
+/// `AddTorrentOptions::piece_picker`.
+pub trait PiecePicker: Send + Sync {
+    /// Appends the pieces wanted now, most urgent first (for example the pieces readers
+    /// wait on). They are requested before anything else, selected or not.
+    fn urgent(&self, out: &mut Vec<u32>);
+
+    /// Appends pieces wanted soon (for example read-ahead of a sequential reader): after
+    /// the urgent ones and before the background, rarest first, ties in the given order.
+    /// Selected or not; not held back by `background_allowed`.
+    fn soon(&self, _out: &mut Vec<u32>) {}
+
+    /// The order in which the background download takes the selected pieces: tiers, the
+    /// first tier before the second and so on; within a tier the piece fewest connected
+    /// peers have (rarest first), ties going to the earlier piece. Pieces missing from
+    /// it are not fetched in the background. `None`: librqbit's file order.
+    fn background_order(&self) -> Option<Arc<[Vec<u32>]>>;
+
+    /// An urgent piece another peer has held this long is asked of a different peer.
+    fn urgent_steal_after(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Whether background (not urgent) pieces may be started now.
+    fn background_allowed(&self) -> bool {
+        true
+    }
+}
