@@ -68,6 +68,11 @@ pub struct Status {
     /// Pieces downloaded whole that failed their SHA-1 check (never served).
     pub hash_failures: u64,
     pub swarm_error: Option<String>,
+    /// CPU seconds (user + system) the daemon has used, and its peak resident memory.
+    #[serde(default)]
+    pub cpu_seconds: f64,
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
     /// During `prewarm`: bytes wanted (every byte, or those of `--paths`) and local.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prewarm_total_bytes: Option<u64>,
@@ -93,6 +98,7 @@ impl MountInfo {
         let s = self.fetcher.stats();
         let pieces = self.fetcher.pieces();
         let present = pieces.present();
+        let usage = crate::usage::usage();
         Status {
             name: self.name.clone(),
             infohash: self.infohash.clone(),
@@ -117,6 +123,8 @@ impl MountInfo {
             read_errors: self.stats.errors.load(Ordering::Relaxed),
             hash_failures: pieces.hash_failures(),
             swarm_error: s.error,
+            cpu_seconds: usage.cpu_seconds,
+            peak_rss_bytes: usage.peak_rss_bytes,
             prewarm_total_bytes: None,
             prewarm_present_bytes: None,
         }

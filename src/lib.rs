@@ -9,6 +9,7 @@
 //! - [`control`]: the per-mount socket `status` and `prewarm` talk to; [`metrics`].
 //! - [`mountpoint`]: the kernel's mount table.
 //! - [`sample`]: a generated sample release for the demo, tests and benchmarks.
+//! - [`usage`]: CPU time and peak memory of this process.
 //! - [`cmd`]: one file per subcommand, wiring only.
 
 pub mod cmd;
@@ -21,3 +22,4 @@ pub mod release;
 pub mod sample;
 pub mod store;
 pub mod swarm;
+pub mod usage;

@@ -314,6 +314,17 @@ fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
             Err(e) => warn!("cannot unmount {}: {e}", mnt.display()),
         }
     }
+    let stats = fetcher.stats();
+    let usage = crate::usage::usage();
+    info!(
+        downloaded_bytes = stats.downloaded_bytes,
+        uploaded_bytes = stats.uploaded_bytes,
+        cpu_seconds = format!("{:.2}", usage.cpu_seconds),
+        cpu_seconds_per_gb = crate::usage::cpu_per_gb(&usage, stats.downloaded_bytes)
+            .map(|c| format!("{c:.2}")),
+        peak_rss_mib = usage.peak_rss_bytes >> 20,
+        "mount ends"
+    );
     rt.block_on(fetcher.shutdown());
     drop(bg);
     rt.shutdown_timeout(Duration::from_secs(2));

@@ -48,7 +48,7 @@ fn print(s: &Status, json: bool) {
         return;
     }
     println!(
-        "{}\t{} ({})\t{}/{} bytes ({:.0}%){}\tpeers {}\tdown {:.1} MiB/s up {:.1} MiB/s\tuploaded {}\treads {} cached {} swarm\ttimeouts {} errors {} hash failures {}\tcache {}",
+        "{}\t{} ({})\t{}/{} bytes ({:.0}%){}\tpeers {}\tdown {:.1} MiB/s up {:.1} MiB/s\tuploaded {}\treads {} cached {} swarm\ttimeouts {} errors {} hash failures {}\tcpu {:.1} s rss {} MiB\tcache {}",
         s.mountpoint.display(),
         s.name,
         s.infohash,
@@ -65,6 +65,8 @@ fn print(s: &Status, json: bool) {
         s.read_timeouts,
         s.read_errors,
         s.hash_failures,
+        s.cpu_seconds,
+        s.peak_rss_bytes >> 20,
         s.cache_dir.display()
     );
 }

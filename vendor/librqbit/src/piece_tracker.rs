@@ -73,6 +73,11 @@ where
     pub availability: &'a [u32],
     /// swarmfs patch: pieces wanted soon, taken rarest first after the priority pieces.
     pub soon: &'a [u32],
+    /// swarmfs patch: the peer has every piece, and how many live peers do. A seeder (the
+    /// origin) is asked in the background only for pieces no other peer has: the rest
+    /// can come from those peers, and the origin's uplink is the fleet's scarcest link.
+    pub peer_is_seeder: bool,
+    pub live_seeders: u32,
     /// swarmfs patch: a priority piece in flight with another peer this long is taken over.
     pub priority_steal_after: Option<Duration>,
     /// swarmfs patch: whether background (non-priority) pieces may be started now.
@@ -212,6 +217,9 @@ impl PieceTracker {
                         continue;
                     }
                     let have = req.availability.get(i as usize).copied().unwrap_or(0);
+                    if req.peer_is_seeder && have > req.live_seeders.max(1) {
+                        continue;
+                    }
                     if best.is_none_or(|(b, _)| have < b) {
                         best = Some((have, piece));
                         if have <= 1 {
@@ -482,6 +490,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         });
@@ -520,6 +530,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         });
@@ -553,6 +565,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         });
@@ -591,6 +605,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         });
@@ -624,6 +640,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         });
@@ -658,6 +676,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         }) {
@@ -675,6 +695,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         }) {
@@ -694,6 +716,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         }) {
@@ -738,6 +762,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         });
@@ -752,6 +778,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         });
@@ -774,6 +802,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         });
@@ -817,6 +847,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         });
@@ -848,6 +880,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         });
@@ -901,6 +935,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         }) {
@@ -922,6 +958,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         }) {
@@ -949,6 +987,8 @@ mod tests {
             background_order: None,
             availability: &[],
             soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
         });

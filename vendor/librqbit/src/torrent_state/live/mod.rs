@@ -1248,6 +1248,14 @@ impl PeerConnectionHandler for &'_ PeerHandler {
             .state
             .peers
             .with_live(self.addr, |l| {
+                // swarmfs patch: a peer that has sent no bitfield yet has nothing (it
+                // started empty, as every host of a fleet does): it needs our haves.
+                // Stock librqbit took "no bitfield" for "has everything", so two fresh
+                // peers never told each other anything and dropped the silent connection
+                // after the 10 s read timeout.
+                if l.bitfield.is_empty() {
+                    return false;
+                }
                 l.bitfield.get(id.get_usize()).map(|p| *p).unwrap_or(true)
             })
             .unwrap_or(true);
@@ -1475,6 +1483,8 @@ impl PeerHandler {
                     pieces.acquire_piece(AcquireRequest {
                     availability,
                     soon: &soon,
+                    peer_is_seeder: live.seeder,
+                    live_seeders: self.state.peers.stats().live_seeders,
                     priority_steal_after: picker.and_then(|p| p.urgent_steal_after()),
                     peer: self.addr,
                     peer_avg_time: self.counters.average_piece_download_time(),

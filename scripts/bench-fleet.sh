@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The fleet benchmark (../shared/bench/fleet.sh, root: network namespaces), with swarmfs's
+# own cost per host added. Usage: scripts/bench-fleet.sh [fleet.sh options...]
+#   e.g. scripts/bench-fleet.sh --scenario swarmfs-lazy,bt-aria2 --hosts 8 --size-mb 256 --rate 100mbit
+# Prints fleet.sh's JSON lines; after each swarmfs-lazy line, one more line with every
+# host's CPU seconds per GB received and peak RSS (from the "mount ends" log line).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH=${FLEET_BENCH:-$(cd .. && pwd)/shared/bench}
+WORKDIR=${FLEET_WORKDIR:-/dev/shm/swarmfs-fleet}
+[ -x "$BENCH/fleet.sh" ] || { echo "no fleet benchmark at $BENCH (set FLEET_BENCH)" >&2; exit 2; }
+cargo build --release --quiet --bin swarmfs
+export SWARMFS_BIN=$PWD/target/release/swarmfs
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+"$BENCH/fleet.sh" --workdir "$WORKDIR" "$@" | tee "$out"
+run=$(ls -td "$WORKDIR"/runs/*/ | head -1)
+python3 - "$run" <<'PY'
+import glob, json, os, re, sys
+run = sys.argv[1]
+logs = sorted(glob.glob(os.path.join(run, "swarmfs-lazy", "h*", "client.log")),
+              key=lambda p: int(re.search(r"/h(\d+)/", p).group(1)))
+cpu, rss, gb = [], [], []
+for p in logs:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", open(p, errors="replace").read())
+    m = [l for l in text.splitlines() if "mount ends" in l]
+    if not m:
+        continue
+    f = dict(re.findall(r'(\w+)=("?[^ "]*"?)', m[-1]))
+    got = int(f["downloaded_bytes"])
+    c = float(f["cpu_seconds"].strip('"'))
+    cpu.append(round(c / max(got / 1e9, 1e-9), 2))
+    rss.append(int(f["peak_rss_mib"]))
+    gb.append(round(got / 1e9, 3))
+if cpu:
+    print(json.dumps({"scenario": "swarmfs-lazy", "cost": "per host",
+                      "cpu_s_per_gb": cpu, "cpu_s_per_gb_max": max(cpu),
+                      "peak_rss_mib": rss, "peak_rss_mib_max": max(rss),
+                      "received_gb": gb}))
+PY
