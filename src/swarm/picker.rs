@@ -10,11 +10,10 @@
 //!    origin.
 //! 3. Read-ahead of sequential readers sits between the two, rarest first, in a per-host
 //!    order too (a fleet reading one binary front to back fetches different parts of it).
-//!
-//! The background runs beside reads: holding it back while reads waited (or for 750 ms
-//! after) left the links idle between a booting server's reads, and measured worse on
-//! the 8-host fleet (boot median 29-36 s against 23-28 s, slowest host 49-51 s against
-//! 42-48 s, origin 1.9-2.0 copies against 1.6-1.7).
+//! 4. No new background piece starts while a read waits: on a saturated link a read's
+//!    piece queues behind every background piece in flight. Measured on the 8-host,
+//!    256 MB fleet (after the librqbit fixes): holding back, boot median 26.6 s, slowest
+//!    host 44.9 s, origin 1.50 copies; background always on, 28.8 s, 47.3 s, 1.54.
 
 use std::sync::{Arc, Mutex};
 
@@ -134,6 +133,10 @@ impl librqbit::piece_picker::PiecePicker for Picker {
 
     fn background_order(&self) -> Option<Arc<[Vec<u32>]>> {
         Some(self.order.clone())
+    }
+
+    fn background_allowed(&self) -> bool {
+        self.urgent.lock().expect("not poisoned").is_empty()
     }
 
     fn urgent_steal_after(&self) -> Option<std::time::Duration> {

@@ -256,6 +256,11 @@ impl ChunkTracker {
             .unwrap_or(false)
     }
 
+    /// swarmfs patch: whether any piece waits in the download queue.
+    pub(crate) fn has_queued_pieces(&self) -> bool {
+        self.queue_pieces.any()
+    }
+
     /// swarmfs patch: whether every piece of the torrent (selected or not) is here.
     pub(crate) fn has_all_pieces(&self) -> bool {
         let total = self.lengths.total_pieces() as usize;
