@@ -137,6 +137,17 @@ impl Written {
         }
     }
 
+    /// Whether any byte of `piece` was written since it was last complete.
+    fn touched(&self, piece: usize) -> bool {
+        self.bytes
+            .get(piece)
+            .is_some_and(|b| b.load(Ordering::Acquire) > 0)
+            || self
+                .pending
+                .get(piece)
+                .is_some_and(|p| p.load(Ordering::Acquire))
+    }
+
     fn on_verified(&self, piece: usize) {
         if let Some(p) = self.pending.get(piece) {
             p.store(false, Ordering::Release);
@@ -172,7 +183,13 @@ impl TorrentStorage for CacheStorage {
             let start = self.offsets[file_id] + offset;
             let pieces =
                 start / self.piece_length..(start + buf.len() as u64).div_ceil(self.piece_length);
-            if let Some(missing) = self.pieces.first_missing(pieces) {
+            // A piece written in this session is being verified by a live swarm (the
+            // check flag is cleared a moment after librqbit goes live): read its bytes.
+            if let Some(missing) = self
+                .pieces
+                .first_missing(pieces)
+                .filter(|&p| !self.written.touched(p as usize))
+            {
                 let file_end =
                     (self.offsets[file_id] + self.lengths[file_id]).div_ceil(self.piece_length);
                 if !self.pieces.any_present(missing..file_end) {

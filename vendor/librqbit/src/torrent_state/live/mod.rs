@@ -1981,10 +1981,21 @@ impl PeerHandler {
                 None => return Ok(()),
             };
 
-            match state
-                .file_ops()
-                .check_piece(chunk_info.piece_index)
-                .with_context(|| format!("error checking piece={index}"))?
+            // swarmfs patch: a piece whose check could not run (a read error) goes back
+            // to the queue. Stock librqbit left it out of flight with every chunk marked
+            // done: no peer could ever complete it again ("done by someone else").
+            let checked = match state.file_ops().check_piece(chunk_info.piece_index) {
+                Ok(ok) => ok,
+                Err(e) => {
+                    state
+                        .lock_write("mark_piece_broken")
+                        .get_pieces_mut()?
+                        .mark_piece_hash_failed(chunk_info.piece_index);
+                    state.new_pieces_notify.notify_waiters();
+                    return Err(e.context(format!("error checking piece={index}")));
+                }
+            };
+            match checked
             {
                 true => {
                     {
