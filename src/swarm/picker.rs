@@ -10,8 +10,9 @@
 //!    origin.
 //! 3. Read-ahead of sequential readers sits between the two, rarest first, in a per-host
 //!    order too (a fleet reading one binary front to back fetches different parts of it).
-//! 4. No new background piece starts while a read waits: on a saturated link a read's
-//!    piece queues behind every background piece in flight. Measured on the 8-host,
+//! 4. No new background piece starts while a read waits for a piece some peer has: on a
+//!    saturated link a read's piece queues behind every background piece in flight.
+//!    (When no peer has it, the background goes on: holding it back would idle the links.) Measured on the 8-host,
 //!    256 MB fleet (after the librqbit fixes): holding back, boot median 26.6 s, slowest
 //!    host 44.9 s, origin 1.50 copies; background always on, 28.8 s, 47.3 s, 1.54.
 

@@ -343,3 +343,51 @@ fn a_private_release_is_never_looked_up_on_the_lan() {
     let e = run("private", &["--private"]).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EIO));
 }
+
+#[test]
+fn a_read_no_peer_can_serve_does_not_hold_back_the_rest_of_the_download() {
+    let t = tempfile::tempdir().unwrap();
+    let (dir, torrent, _ih, _tr) = tracked_release(t.path(), 16 << 20, 40);
+    let mut origin = seed(&torrent, &dir, free_port(), &[]);
+    // `a` holds the libraries and configs, then the origin leaves: nobody has the binary.
+    let a = Mount::new(
+        torrent.to_str().unwrap(),
+        &t.path().join("a"),
+        &t.path().join("cache-a"),
+        &["--no-prefetch"],
+    );
+    let o = swarmfs(&[
+        "prewarm",
+        "--paths",
+        "lib/**",
+        "--paths",
+        "config/**",
+        a.mnt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a_has = a.status()["present_bytes"].as_u64().unwrap();
+    origin.terminate();
+
+    let c = Mount::new(
+        torrent.to_str().unwrap(),
+        &t.path().join("c"),
+        &t.path().join("cache-c"),
+        &["--read-timeout", "10s"],
+    );
+    let bin = c.mnt.join("bin/appserver");
+    let reader = std::thread::spawn(move || std::fs::read(bin));
+    // While that read waits, the background still takes what `a` can give.
+    let start = std::time::Instant::now();
+    while c.status()["present_bytes"].as_u64().unwrap() < a_has {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "the background stalled behind a read nobody can serve: {} of {a_has} bytes",
+            c.status()["present_bytes"]
+        );
+        assert!(!reader.is_finished(), "the read ended early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let e = reader.join().unwrap().unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    assert_same_files(&dir.join("lib"), &c.mnt.join("lib"));
+}

@@ -155,8 +155,16 @@ impl PieceTracker {
         // swarmfs patch: ...or take over one that another peer has held for too long (a
         // reader waits on it; the other peer may be busy serving the whole fleet).
         let mut overdue = None;
+        // Whether some peer has (or is sending) a priority piece: if none does, holding the
+        // background back for it would only idle the links.
+        let mut obtainable = false;
         for piece in &mut req.priority_pieces {
-            if self.chunks.is_piece_have(piece) || !(req.peer_has_piece)(piece) {
+            if self.chunks.is_piece_have(piece) {
+                continue;
+            }
+            obtainable |= self.inflight.contains_key(&piece)
+                || req.availability.get(piece.get_usize()).is_some_and(|&n| n > 0);
+            if !(req.peer_has_piece)(piece) {
                 continue;
             }
             match self.inflight.get(&piece) {
@@ -203,7 +211,7 @@ impl PieceTracker {
             return self.reserve_piece(piece, req.peer);
         }
 
-        if !req.background_allowed {
+        if !req.background_allowed && obtainable {
             return AcquireResult::NoneAvailable;
         }
 
