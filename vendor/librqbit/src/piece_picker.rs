@@ -31,8 +31,14 @@ pub trait PiecePicker: Send + Sync {
         None
     }
 
-    /// Whether background (not urgent) pieces may be started now.
+    /// Whether background (not urgent) pieces may be started now. Only honoured while
+    /// some live peer has, or is sending, one of the urgent pieces.
     fn background_allowed(&self) -> bool {
         true
+    }
+
+    /// While the background is held back, how many of its first tiers still go on.
+    fn tiers_while_held_back(&self) -> usize {
+        0
     }
 }

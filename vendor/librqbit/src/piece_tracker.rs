@@ -80,8 +80,10 @@ where
     pub live_seeders: u32,
     /// swarmfs patch: a priority piece in flight with another peer this long is taken over.
     pub priority_steal_after: Option<Duration>,
-    /// swarmfs patch: whether background (non-priority) pieces may be started now.
+    /// swarmfs patch: whether background (non-priority) pieces may be started now, and
+    /// if not, how many of the first tiers still may.
     pub background_allowed: bool,
+    pub tiers_while_held_back: usize,
 }
 
 /// Coordinates piece download state.
@@ -211,14 +213,19 @@ impl PieceTracker {
             return self.reserve_piece(piece, req.peer);
         }
 
-        if !req.background_allowed && obtainable {
+        // Held back: only the first `tiers_while_held_back` tiers of the order go on.
+        let held_back = !req.background_allowed && obtainable;
+        if held_back && (req.tiers_while_held_back == 0 || req.background_order.is_none()) {
             return AcquireResult::NoneAvailable;
         }
 
         // swarmfs patch: the application's background order, when it gives one.
         if let Some(tiers) = req.background_order {
             let lengths = *self.chunks.get_lengths();
-            for tier in tiers {
+            for (t, tier) in tiers.iter().enumerate() {
+                if held_back && t >= req.tiers_while_held_back {
+                    break;
+                }
                 let mut best: Option<(u32, ValidPieceIndex)> = None;
                 for &i in tier {
                     let Some(piece) = lengths.validate_piece_index(i) else {
@@ -512,6 +519,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         });
 
         // Should reserve piece 0 (first in queue)
@@ -552,6 +560,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         });
 
         match result {
@@ -587,6 +596,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         });
 
         let piece = match result {
@@ -627,6 +637,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         });
 
         let piece = match result {
@@ -662,6 +673,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         });
 
         match result2 {
@@ -698,6 +710,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -717,6 +730,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -738,6 +752,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -784,6 +799,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         });
         tracker.acquire_piece(AcquireRequest {
             peer: peer(1),
@@ -800,6 +816,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         });
 
         assert_eq!(tracker.inflight_count(), 2);
@@ -824,6 +841,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         });
 
         // Should get piece 0 again (was requeued)
@@ -869,6 +887,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         });
 
         // Should get piece 3 (first priority piece)
@@ -902,6 +921,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         });
 
         match result {
@@ -957,6 +977,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         }) {
             AcquireResult::Reserved(p) => {
                 assert_eq!(p.get(), 0);
@@ -980,6 +1001,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         }) {
             AcquireResult::Reserved(p) => {
                 assert_eq!(p.get(), 4);
@@ -1009,6 +1031,7 @@ mod tests {
             live_seeders: 0,
             priority_steal_after: None,
             background_allowed: true,
+            tiers_while_held_back: 0,
         });
 
         // Should steal piece 4 (which peer B has), NOT piece 0 (which peer B doesn't have)

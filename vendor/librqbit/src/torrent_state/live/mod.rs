@@ -1469,13 +1469,17 @@ impl PeerHandler {
                 let picker = self.state.shared.options.piece_picker.as_ref();
                 let mut urgent = Vec::new();
                 let mut soon = Vec::new();
-                let (background_order, background_allowed) = match picker {
+                let (background_order, background_allowed, tiers_while_held_back) = match picker {
                     Some(p) => {
                         p.urgent(&mut urgent);
                         p.soon(&mut soon);
-                        (p.background_order(), p.background_allowed())
+                        (
+                            p.background_order(),
+                            p.background_allowed(),
+                            p.tiers_while_held_back(),
+                        )
                     }
-                    None => (None, true),
+                    None => (None, true, 0),
                 };
                 let lengths = &self.state.lengths;
                 // Availability is the innermost lock; acquire_piece takes no other.
@@ -1490,6 +1494,7 @@ impl PeerHandler {
                     peer_avg_time: self.counters.average_piece_download_time(),
                     background_order: background_order.as_deref(),
                     background_allowed,
+                    tiers_while_held_back,
                     priority_pieces: urgent
                         .iter()
                         .filter_map(|&i| lengths.validate_piece_index(i))
