@@ -1,5 +1,5 @@
 //! Which piece to ask peers for next: swarmfs's answer to librqbit's `PiecePicker` hook
-//! (vendor/librqbit, our one patch).
+//! (the hook we added to vendor/librqbit; see its SWARMFS-PATCH.md).
 //!
 //! 1. Urgent: the pieces readers wait on, oldest read first.
 //! 2. Background, in an order of this host's own: first the pieces a starting server is
