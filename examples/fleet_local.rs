@@ -122,12 +122,7 @@ fn pieces_of(r: &Release, (e, off, len): Read) -> std::ops::Range<u64> {
 }
 
 /// What one host does: the start-up reads, then waits for every piece. (boot, full) s.
-async fn host(
-    f: Arc<Fetcher>,
-    r: Arc<Release>,
-    reads: Arc<Vec<Read>>,
-    t0: Instant,
-) -> (f64, f64) {
+async fn host(f: Arc<Fetcher>, r: Arc<Release>, reads: Arc<Vec<Read>>, t0: Instant) -> (f64, f64) {
     let ra = Readahead::default();
     for &(e, off, len) in reads.iter() {
         // What the FUSE adapter does: read-ahead for sequential readers, then the read.
@@ -194,7 +189,11 @@ async fn main() -> anyhow::Result<()> {
         private: false,
     };
     let release = Arc::new(publish(&dir, &opts, &|_| {})?.release);
-    eprintln!("published {} bytes in {} pieces", release.total_length, release.piece_count());
+    eprintln!(
+        "published {} bytes in {} pieces",
+        release.total_length,
+        release.piece_count()
+    );
     let reads = Arc::new(boot_set(&release));
     let rate = NonZeroU32::new((a.rate_mbit * 125_000) as u32);
     let swarm_opts = |listen: SocketAddr, peers: Vec<SocketAddr>| SwarmOptions {

@@ -257,9 +257,9 @@ impl Filesystem for SwarmFs {
         // A sequential reader's next pieces are asked for now, hit or miss.
         let window = self.readahead.on_read(ino.0, plan.offset, plan.len);
         if window > 0 {
-            let ahead =
-                self.tree
-                    .ahead_pieces(ino.0, plan.offset + plan.len, window, &plan.pieces);
+            let ahead = self
+                .tree
+                .ahead_pieces(ino.0, plan.offset + plan.len, window, &plan.pieces);
             if pieces.first_missing(ahead.clone()).is_some() {
                 self.fetcher.fetch_ahead(ahead);
             }

@@ -320,8 +320,8 @@ fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
         downloaded_bytes = stats.downloaded_bytes,
         uploaded_bytes = stats.uploaded_bytes,
         cpu_seconds = format!("{:.2}", usage.cpu_seconds),
-        cpu_seconds_per_gb = crate::usage::cpu_per_gb(&usage, stats.downloaded_bytes)
-            .map(|c| format!("{c:.2}")),
+        cpu_seconds_per_gb =
+            crate::usage::cpu_per_gb(&usage, stats.downloaded_bytes).map(|c| format!("{c:.2}")),
         peak_rss_mib = usage.peak_rss_bytes >> 20,
         "mount ends"
     );

@@ -453,7 +453,9 @@ fn stats_of(t: &ManagedTorrent) -> SwarmStats {
         upload_bps,
         state: s.state.to_string(),
         // librqbit's text carries a backtrace: its first line says what happened.
-        error: s.error.map(|e| e.lines().next().unwrap_or_default().to_string()),
+        error: s
+            .error
+            .map(|e| e.lines().next().unwrap_or_default().to_string()),
     }
 }
 

@@ -240,13 +240,20 @@ mod tests {
         assert_eq!(sorted, (0..r.piece_count() as u32).collect::<Vec<_>>());
         assert_ne!(o1, o2, "two hosts take different orders");
         // Everything of the small files and the binary's first piece precede the rest.
-        let bin = r.entries.iter().find(|e| e.path.last().map(String::as_str) == Some("app")).unwrap();
+        let bin = r
+            .entries
+            .iter()
+            .find(|e| e.path.last().map(String::as_str) == Some("app"))
+            .unwrap();
         let head = (bin.offset / piece) as u32;
         let early = o1.iter().position(|&p| p == head).unwrap();
-        let bin_rest: Vec<u32> = ((bin.offset / piece + 1) as u32
-            ..((bin.offset + bin.length) / piece) as u32)
-            .collect();
-        for e in r.entries.iter().filter(|e| e.length > 0 && e.length <= SMALL_FILE) {
+        let bin_rest: Vec<u32> =
+            ((bin.offset / piece + 1) as u32..((bin.offset + bin.length) / piece) as u32).collect();
+        for e in r
+            .entries
+            .iter()
+            .filter(|e| e.length > 0 && e.length <= SMALL_FILE)
+        {
             if !matches!(e.kind, EntryKind::File { .. }) {
                 continue;
             }

@@ -111,7 +111,12 @@ fn a_full_cache_disk_fails_missing_reads_at_once_keeps_cached_bytes_and_recovers
 fn peak_rss(pid: u64) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }
 
 #[test]
@@ -133,7 +138,9 @@ fn sixty_four_readers_prefetch_and_seeding_on_a_1_gib_release_finish_in_bounded_
         &t.path().join("cache-b"),
         &[],
     );
-    let pid = a.status()["pid"].as_u64().expect("status has the daemon's pid");
+    let pid = a.status()["pid"]
+        .as_u64()
+        .expect("status has the daemon's pid");
 
     let files = Arc::new(regular_files(&dir));
     let read_bytes = Arc::new(AtomicU64::new(0));
@@ -162,7 +169,9 @@ fn sixty_four_readers_prefetch_and_seeding_on_a_1_gib_release_finish_in_bounded_
         .collect();
     let b_prewarm = {
         let mnt = b.mnt.clone();
-        std::thread::spawn(move || swarmfs(&["prewarm", "--timeout", "240s", mnt.to_str().unwrap()]))
+        std::thread::spawn(move || {
+            swarmfs(&["prewarm", "--timeout", "240s", mnt.to_str().unwrap()])
+        })
     };
     // No deadlock: everything ends well inside the read timeout.
     let deadline = started + Duration::from_secs(240);

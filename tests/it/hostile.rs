@@ -290,7 +290,10 @@ fn the_fleet_finishes_from_each_other_once_the_origin_is_gone_for_good() {
         b.status()["present_bytes"].as_u64().unwrap(),
     );
     let total = a.status()["total_bytes"].as_u64().unwrap();
-    assert!(ha < total && hb < total, "a has {ha}, b has {hb} of {total}");
+    assert!(
+        ha < total && hb < total,
+        "a has {ha}, b has {hb} of {total}"
+    );
     assert_eq!(c.status()["present_bytes"].as_u64().unwrap(), 0);
 
     origin.terminate();
@@ -298,7 +301,10 @@ fn the_fleet_finishes_from_each_other_once_the_origin_is_gone_for_good() {
     for m in [&a, &b, &c] {
         prewarm(m, &[]);
     }
-    eprintln!("the fleet finished {:?} after the origin left", gone.elapsed());
+    eprintln!(
+        "the fleet finished {:?} after the origin left",
+        gone.elapsed()
+    );
     for m in [&a, &b, &c] {
         assert_mount_matches(&dir, &m.mnt);
     }
