@@ -15,7 +15,6 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -273,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
         "lb_full_s": round(size / bps),
         "origin_tx_ratio": round(origin.stats().uploaded_bytes as f64 / size),
         "received_ratio_max": round(received.iter().cloned().fold(0.0, f64::max) / size),
-        "cpu_s_per_gb": round(usage.cpu_seconds / (received.iter().sum::<f64>() / 1e9)),
+        "cpu_s_per_gb": swarmfs::usage::cpu_per_gb(&usage, received.iter().sum::<f64>() as u64).map(round),
         "peak_rss_mib_all_hosts": usage.peak_rss_bytes >> 20,
     });
     println!("{line}");
@@ -281,7 +280,5 @@ async fn main() -> anyhow::Result<()> {
         f.shutdown().await;
     }
     origin.shutdown().await;
-    drop(fetchers);
-    let _ = Path::new(&dir);
     Ok(())
 }

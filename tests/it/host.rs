@@ -107,18 +107,6 @@ fn a_full_cache_disk_fails_missing_reads_at_once_keeps_cached_bytes_and_recovers
     m.unmount();
 }
 
-/// Peak resident memory of a process, in bytes.
-fn peak_rss(pid: u64) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
-}
-
 #[test]
 fn sixty_four_readers_prefetch_and_seeding_on_a_1_gib_release_finish_in_bounded_memory() {
     // In RAM: three copies of 1 GiB on a disk would make this test about the disk.
@@ -138,9 +126,6 @@ fn sixty_four_readers_prefetch_and_seeding_on_a_1_gib_release_finish_in_bounded_
         &t.path().join("cache-b"),
         &[],
     );
-    let pid = a.status()["pid"]
-        .as_u64()
-        .expect("status has the daemon's pid");
 
     let files = Arc::new(regular_files(&dir));
     let read_bytes = Arc::new(AtomicU64::new(0));
@@ -187,8 +172,10 @@ fn sixty_four_readers_prefetch_and_seeding_on_a_1_gib_release_finish_in_bounded_
     assert!(o.status.success(), "second mount: {}", stderr(&o));
     let o = swarmfs(&["prewarm", "--timeout", "120s", a.mnt.to_str().unwrap()]);
     assert!(o.status.success(), "first mount: {}", stderr(&o));
-    let rss = peak_rss(pid);
     let st = a.status();
+    let rss = st["peak_rss_bytes"]
+        .as_u64()
+        .expect("status has the peak RSS");
     eprintln!(
         "64 readers: {} MiB read in {readers_s:.1} s; first mount peak RSS {} MiB, uploaded {} MiB",
         read_bytes.load(Ordering::Relaxed) >> 20,
