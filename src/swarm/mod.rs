@@ -169,7 +169,11 @@ impl Fetcher {
             let session = new_session(data_dir.clone(), opts).await?;
             let checking = Arc::new(std::sync::atomic::AtomicBool::new(true));
             let write_errno = Arc::new(std::sync::atomic::AtomicI32::new(0));
-            let picker = Arc::new(picker::Picker::new(&release, pieces.clone()));
+            let picker = Arc::new(picker::Picker::new(
+                &release,
+                pieces.clone(),
+                opts.listen.map(|a| a.ip()),
+            ));
             let factory = cache_storage::CacheStorageFactory {
                 release: release.clone(),
                 data_dir: data_dir.clone(),

@@ -41,4 +41,13 @@ pub trait PiecePicker: Send + Sync {
     fn tiers_while_held_back(&self) -> usize {
         0
     }
+
+    /// Whether a peer that has every piece (the origin) may be asked now for `piece`, an
+    /// urgent or soon one. `peers`: the addresses of the live peers that are not seeders.
+    /// Every host of a fleet reads the same start-up piece at about the same moment; when
+    /// all ask the origin, its uplink carries one copy per host. A picker can stagger the
+    /// asks so that one host fetches the piece and the rest take it from that host.
+    fn may_ask_seeder(&self, _piece: u32, _peers: &[std::net::IpAddr]) -> bool {
+        true
+    }
 }

@@ -84,6 +84,9 @@ where
     /// if not, how many of the first tiers still may.
     pub background_allowed: bool,
     pub tiers_while_held_back: usize,
+    /// swarmfs patch: for a seeder peer, whether it may be asked for this urgent or soon
+    /// piece now (see `PiecePicker::may_ask_seeder`).
+    pub may_ask_seeder: &'a dyn Fn(ValidPieceIndex) -> bool,
 }
 
 /// Coordinates piece download state.
@@ -169,6 +172,12 @@ impl PieceTracker {
             if !(req.peer_has_piece)(piece) {
                 continue;
             }
+            if req.peer_is_seeder
+                && !self.inflight.contains_key(&piece)
+                && !(req.may_ask_seeder)(piece)
+            {
+                continue;
+            }
             match self.inflight.get(&piece) {
                 None => return self.reserve_piece(piece, req.peer),
                 Some(info) if overdue.is_none() && info.peer != req.peer => {
@@ -201,6 +210,7 @@ impl PieceTracker {
             if self.chunks.is_piece_have(piece)
                 || self.inflight.contains_key(&piece)
                 || !(req.peer_has_piece)(piece)
+                || (req.peer_is_seeder && !(req.may_ask_seeder)(piece))
             {
                 continue;
             }
@@ -214,7 +224,10 @@ impl PieceTracker {
         }
 
         // Held back: only the first `tiers_while_held_back` tiers of the order go on.
-        let held_back = !req.background_allowed && obtainable;
+        // Never from a seeder: it is asked only for pieces no other peer has, and the
+        // origin's uplink idling while reads wait slows the whole fleet (8 hosts, 256 MB:
+        // the origin sent 22 pieces a second instead of 42 while hosts booted).
+        let held_back = !req.background_allowed && obtainable && !req.peer_is_seeder;
         if held_back && (req.tiers_while_held_back == 0 || req.background_order.is_none()) {
             return AcquireResult::NoneAvailable;
         }
@@ -520,6 +533,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         });
 
         // Should reserve piece 0 (first in queue)
@@ -561,6 +575,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         });
 
         match result {
@@ -597,6 +612,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         });
 
         let piece = match result {
@@ -638,6 +654,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         });
 
         let piece = match result {
@@ -674,6 +691,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         });
 
         match result2 {
@@ -711,6 +729,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -731,6 +750,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -753,6 +773,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -800,6 +821,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         });
         tracker.acquire_piece(AcquireRequest {
             peer: peer(1),
@@ -817,6 +839,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         });
 
         assert_eq!(tracker.inflight_count(), 2);
@@ -842,6 +865,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         });
 
         // Should get piece 0 again (was requeued)
@@ -888,6 +912,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         });
 
         // Should get piece 3 (first priority piece)
@@ -922,6 +947,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         });
 
         match result {
@@ -978,6 +1004,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         }) {
             AcquireResult::Reserved(p) => {
                 assert_eq!(p.get(), 0);
@@ -1002,6 +1029,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         }) {
             AcquireResult::Reserved(p) => {
                 assert_eq!(p.get(), 4);
@@ -1032,6 +1060,7 @@ mod tests {
             priority_steal_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
         });
 
         // Should steal piece 4 (which peer B has), NOT piece 0 (which peer B doesn't have)

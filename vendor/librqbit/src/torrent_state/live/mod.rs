@@ -1451,6 +1451,30 @@ impl PeerHandler {
         // Steal info to process after releasing the peer lock
         let mut steal_info: Option<(SocketAddr, ValidPieceIndex)> = None;
 
+        // swarmfs patch: the addresses of the non-seeder peers, for the picker's
+        // `may_ask_seeder` (collected only when this peer is a seeder, before the peer
+        // lock below is taken).
+        let picker = self.state.shared.options.piece_picker.as_ref();
+        let is_seeder = || {
+            self.state
+                .peers
+                .with_live(self.addr, |l| l.seeder)
+                .unwrap_or(false)
+        };
+        let others: Vec<std::net::IpAddr> = if picker.is_some() && is_seeder() {
+            self.state
+                .peers
+                .states
+                .iter()
+                .filter(|e| e.value().get_live().is_some_and(|l| !l.seeder))
+                .map(|e| e.key().ip())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let may_ask_seeder =
+            |p: ValidPieceIndex| picker.is_none_or(|pk| pk.may_ask_seeder(p.get(), &others));
+
         let result = self
             .state
             .peers
@@ -1495,6 +1519,7 @@ impl PeerHandler {
                     background_order: background_order.as_deref(),
                     background_allowed,
                     tiers_while_held_back,
+                    may_ask_seeder: &may_ask_seeder,
                     priority_pieces: urgent
                         .iter()
                         .filter_map(|&i| lengths.validate_piece_index(i))
@@ -1741,9 +1766,25 @@ impl PeerHandler {
                 Some(next) => next,
                 None => {
                     debug!("no pieces to request");
+                    // swarmfs patch: while readers wait, look again soon: the picker may
+                    // allow a piece it held back a moment ago (`may_ask_seeder`).
+                    let mut urgent = Vec::new();
+                    if let Some(p) = self.state.shared.options.piece_picker.as_ref() {
+                        p.urgent(&mut urgent);
+                    }
+                    let seeder = self
+                        .state
+                        .peers
+                        .with_live(self.addr, |l| l.seeder)
+                        .unwrap_or(false);
+                    let wait = if urgent.is_empty() || !seeder {
+                        Duration::from_secs(5)
+                    } else {
+                        Duration::from_millis(10)
+                    };
                     match aframe!(tokio::time::timeout(
                         // Half of default rw timeout not to race with it.
-                        Duration::from_secs(5),
+                        wait,
                         new_piece_notify
                     ))
                     .await
