@@ -50,4 +50,11 @@ pub trait PiecePicker: Send + Sync {
     fn may_ask_seeder(&self, _piece: u32, _peers: &[std::net::IpAddr]) -> bool {
         true
     }
+
+    /// The request window for a seeder peer now, when it should differ from the
+    /// session's: the origin's uplink is the fleet's bottleneck, and a window sized for
+    /// a read's latency leaves it idle between requests on a loaded link.
+    fn seeder_request_window(&self) -> Option<usize> {
+        None
+    }
 }

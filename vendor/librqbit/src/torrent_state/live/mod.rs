@@ -2167,12 +2167,6 @@ impl PeerHandler {
         self.lock_flow_control("is_choked").i_am_choked
     }
 
-    fn requested_inflight_count(&self) -> Option<usize> {
-        self.state
-            .peers
-            .with_live(self.addr, |live| live.requested_inflight_count())
-    }
-
     fn can_send_request(&self) -> bool {
         let (i_am_choked, request_window) = {
             let flow = self.lock_flow_control("can_send_request");
@@ -2183,8 +2177,25 @@ impl PeerHandler {
             return false;
         }
 
-        self.requested_inflight_count()
-            .is_some_and(|requested| requested < request_window)
+        // swarmfs patch: the picker may allow a seeder (the origin) a larger window.
+        let seeder_window = self
+            .state
+            .shared
+            .options
+            .piece_picker
+            .as_ref()
+            .and_then(|p| p.seeder_request_window())
+            .filter(|_| request_window == self.state.max_request_window());
+        self.state
+            .peers
+            .with_live(self.addr, |live| {
+                let window = match seeder_window {
+                    Some(w) if live.seeder => w,
+                    _ => request_window,
+                };
+                live.requested_inflight_count() < window
+            })
+            .unwrap_or(false)
     }
 
     fn lock_flow_control(
