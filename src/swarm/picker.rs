@@ -363,4 +363,62 @@ mod tests {
             assert!(early < o1.iter().position(|&q| q == late).unwrap());
         }
     }
+
+    #[test]
+    fn hosts_agree_on_who_asks_the_origin_first_and_one_address_never_waits() {
+        use librqbit::piece_picker::PiecePicker;
+        let ip = |i: u8| IpAddr::from([10, 77, 0, i]);
+        let fleet: Vec<IpAddr> = (11..19).map(ip).collect();
+        for piece in 0..200 {
+            // Each host ranks itself among the others: the ranks are 0..n, once each.
+            let mut ranks: Vec<usize> = fleet
+                .iter()
+                .map(|me| {
+                    // its peer table may list a peer twice (a connection each way)
+                    let mut others: Vec<IpAddr> = fleet.clone();
+                    others.extend(fleet.iter().take(3));
+                    seeder_rank(piece, *me, &others)
+                })
+                .collect();
+            ranks.sort();
+            assert_eq!(ranks, (0..fleet.len()).collect::<Vec<_>>(), "piece {piece}");
+        }
+        let firsts: std::collections::HashSet<usize> = (0..200)
+            .map(|piece| {
+                (0..fleet.len())
+                    .find(|&h| seeder_rank(piece, fleet[h], &fleet) == 0)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            firsts.len(),
+            fleet.len(),
+            "every host goes first for some pieces"
+        );
+        // Peers on this host's own address (one machine, as in tests) do not count.
+        assert_eq!(seeder_rank(7, ip(1), &[ip(1), ip(1)]), 0);
+
+        let r = release(&[("bin/app", 64 << 14)], 16 << 10);
+        let pieces = Arc::new(PieceMap::new(r.piece_count()));
+        let me = fleet[0];
+        let picker = Arc::new(Picker::new(&r, pieces.clone(), Some(me)));
+        let late = (0..64u32)
+            .find(|&p| seeder_rank(p, me, &fleet) >= 2)
+            .unwrap();
+        let first = (0..64u32)
+            .find(|&p| seeder_rank(p, me, &fleet) == 0)
+            .unwrap();
+        // Read-ahead: only the first host in the order asks.
+        picker.ahead(u64::from(late)..u64::from(late) + 1);
+        assert!(!picker.may_ask_seeder(late, &fleet));
+        assert!(picker.may_ask_seeder(first, &fleet));
+        // A read waits: its turn comes after rank x SEEDER_STAGGER.
+        let _wanted = picker.want(u64::from(late)..u64::from(late) + 1);
+        assert!(!picker.may_ask_seeder(late, &fleet));
+        std::thread::sleep(SEEDER_STAGGER * STAGGER_RANKS as u32);
+        assert!(picker.may_ask_seeder(late, &fleet));
+        // Without an address of its own (listening on 0.0.0.0) a host never waits.
+        let anywhere = Picker::new(&r, pieces, Some(IpAddr::from([0, 0, 0, 0])));
+        assert!(anywhere.may_ask_seeder(late, &fleet));
+    }
 }

@@ -1455,13 +1455,7 @@ impl PeerHandler {
         // `may_ask_seeder` (collected only when this peer is a seeder, before the peer
         // lock below is taken).
         let picker = self.state.shared.options.piece_picker.as_ref();
-        let is_seeder = || {
-            self.state
-                .peers
-                .with_live(self.addr, |l| l.seeder)
-                .unwrap_or(false)
-        };
-        let others: Vec<std::net::IpAddr> = if picker.is_some() && is_seeder() {
+        let others: Vec<std::net::IpAddr> = if picker.is_some() && self.is_seeder() {
             self.state
                 .peers
                 .states
@@ -1772,12 +1766,7 @@ impl PeerHandler {
                     if let Some(p) = self.state.shared.options.piece_picker.as_ref() {
                         p.urgent(&mut urgent);
                     }
-                    let seeder = self
-                        .state
-                        .peers
-                        .with_live(self.addr, |l| l.seeder)
-                        .unwrap_or(false);
-                    let wait = if urgent.is_empty() || !seeder {
+                    let wait = if urgent.is_empty() || !self.is_seeder() {
                         Duration::from_secs(5)
                     } else {
                         Duration::from_millis(10)
@@ -2165,6 +2154,14 @@ impl PeerHandler {
 
     fn is_choked(&self) -> bool {
         self.lock_flow_control("is_choked").i_am_choked
+    }
+
+    /// swarmfs patch: whether this peer has every piece (the origin, or a host done).
+    fn is_seeder(&self) -> bool {
+        self.state
+            .peers
+            .with_live(self.addr, |l| l.seeder)
+            .unwrap_or(false)
     }
 
     fn can_send_request(&self) -> bool {
