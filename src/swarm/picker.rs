@@ -73,7 +73,7 @@ pub struct Picker {
     /// and since when.
     urgent: Mutex<Vec<(u32, u32, Instant)>>,
     /// Pieces sequential readers will want next (after the urgent ones), oldest first.
-    ahead: Mutex<std::collections::VecDeque<(u32, Instant)>>,
+    ahead: Mutex<std::collections::VecDeque<u32>>,
     order: Arc<[Vec<u32>]>,
     pieces: Arc<PieceMap>,
     seed: u64,
@@ -119,7 +119,7 @@ impl Picker {
     pub fn ahead(&self, pieces: std::ops::Range<u64>) -> bool {
         let mut a = self.ahead.lock().expect("not poisoned");
         let mut new: Vec<u32> = pieces
-            .filter(|&p| !self.pieces.has(p) && !a.iter().any(|&(q, _)| q == p as u32))
+            .filter(|&p| !self.pieces.has(p) && !a.contains(&(p as u32)))
             .map(|p| p as u32)
             .collect();
         // In an order of this host's own: a fleet reading the same file at once then
@@ -128,9 +128,8 @@ impl Picker {
         let salt = new.first().copied().unwrap_or(0) as u64;
         shuffle(&mut new, self.seed ^ salt);
         let added = !new.is_empty();
-        let now = Instant::now();
-        a.extend(new.into_iter().map(|p| (p, now)));
-        a.retain(|&(p, _)| !self.pieces.has(p as u64));
+        a.extend(new);
+        a.retain(|&p| !self.pieces.has(p as u64));
         while a.len() > MAX_AHEAD {
             a.pop_front();
         }
@@ -170,11 +169,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
 
     fn soon(&self, out: &mut Vec<u32>) {
         let a = self.ahead.lock().expect("not poisoned");
-        out.extend(
-            a.iter()
-                .map(|&(p, _)| p)
-                .filter(|&p| !self.pieces.has(p as u64)),
-        );
+        out.extend(a.iter().copied().filter(|&p| !self.pieces.has(p as u64)));
     }
 
     fn background_order(&self) -> Option<Arc<[Vec<u32>]>> {

@@ -1484,7 +1484,6 @@ impl PeerHandler {
                 } = &mut **g;
                 let pieces = pieces.as_mut().ok_or(Error::ChunkTrackerEmpty)?;
                 // swarmfs patch: the application's urgent pieces come first.
-                let picker = self.state.shared.options.piece_picker.as_ref();
                 let mut urgent = Vec::new();
                 let mut soon = Vec::new();
                 let (background_order, background_allowed, tiers_while_held_back) = match picker {
@@ -2174,22 +2173,17 @@ impl PeerHandler {
             return false;
         }
 
-        // swarmfs patch: the picker may allow a seeder (the origin) a larger window.
-        let seeder_window = self
-            .state
-            .shared
-            .options
-            .piece_picker
-            .as_ref()
-            .and_then(|p| p.seeder_request_window())
-            .filter(|_| request_window == self.state.max_request_window());
+        // swarmfs patch: the picker may allow a seeder (the origin) a larger window
+        // (asked only for seeders whose window the peer's reqq did not lower).
+        let picker = self.state.shared.options.piece_picker.as_ref();
+        let full_window = request_window == self.state.max_request_window();
         self.state
             .peers
             .with_live(self.addr, |live| {
-                let window = match seeder_window {
-                    Some(w) if live.seeder => w,
-                    _ => request_window,
-                };
+                let window = picker
+                    .filter(|_| live.seeder && full_window)
+                    .and_then(|p| p.seeder_request_window())
+                    .unwrap_or(request_window);
                 live.requested_inflight_count() < window
             })
             .unwrap_or(false)
