@@ -249,6 +249,8 @@ impl Fetcher {
             first_piece = pieces.start,
             pieces = pieces.end - pieces.start
         );
+        let t0 = std::time::Instant::now();
+        let (p0, p1) = (pieces.start, pieces.end);
         let r = async {
             let _wanted = self.picker.want(pieces.clone());
             self.wake_requesters();
@@ -262,6 +264,8 @@ impl Fetcher {
         }
         .instrument(span)
         .await;
+        // For tracing a boot: how long each read waited for the swarm.
+        tracing::debug!(target: "swarmfs::piece", first_piece = p0, pieces = p1 - p0, entry, offset, ms = t0.elapsed().as_millis() as u64, "read waited");
         // The claim is dropped: the background may resume; peers that idle look again.
         self.wake_requesters();
         r

@@ -87,6 +87,9 @@ where
     /// swarmfs patch: for a seeder peer, whether it may be asked for this urgent or soon
     /// piece now (see `PiecePicker::may_ask_seeder`).
     pub may_ask_seeder: &'a dyn Fn(ValidPieceIndex) -> bool,
+    /// swarmfs patch: only a priority piece (or a take-over of one), nothing else: a
+    /// requester busy with a background piece looks for one a reader waits on.
+    pub only_priority: bool,
 }
 
 /// Coordinates piece download state.
@@ -198,6 +201,9 @@ impl PieceTracker {
             let from_peer = std::mem::replace(&mut info.peer, req.peer);
             info.started = Instant::now();
             return AcquireResult::Stolen { piece, from_peer };
+        }
+        if req.only_priority {
+            return AcquireResult::NoneAvailable;
         }
 
         // swarmfs patch: pieces wanted soon, rarest first (ties: the given order).
@@ -534,6 +540,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         });
 
         // Should reserve piece 0 (first in queue)
@@ -576,6 +583,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         });
 
         match result {
@@ -613,6 +621,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         });
 
         let piece = match result {
@@ -655,6 +664,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         });
 
         let piece = match result {
@@ -692,6 +702,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         });
 
         match result2 {
@@ -730,6 +741,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -751,6 +763,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -774,6 +787,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -822,6 +836,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         });
         tracker.acquire_piece(AcquireRequest {
             peer: peer(1),
@@ -840,6 +855,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         });
 
         assert_eq!(tracker.inflight_count(), 2);
@@ -866,6 +882,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         });
 
         // Should get piece 0 again (was requeued)
@@ -913,6 +930,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         });
 
         // Should get piece 3 (first priority piece)
@@ -948,6 +966,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         });
 
         match result {
@@ -1005,6 +1024,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         }) {
             AcquireResult::Reserved(p) => {
                 assert_eq!(p.get(), 0);
@@ -1030,6 +1050,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         }) {
             AcquireResult::Reserved(p) => {
                 assert_eq!(p.get(), 4);
@@ -1061,6 +1082,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            only_priority: false,
         });
 
         // Should steal piece 4 (which peer B has), NOT piece 0 (which peer B doesn't have)

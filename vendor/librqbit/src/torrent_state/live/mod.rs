@@ -1017,6 +1017,11 @@ impl TorrentStateLive {
 
 const DEFAULT_PEER_REQUEST_WINDOW: usize = 128;
 
+/// swarmfs patch: the chunks of pieces readers wait on may be requested this far beyond a
+/// peer's request window (two 256 KiB pieces), so that they need not wait for the
+/// background pieces in flight to drain.
+const URGENT_EXTRA_WINDOW: usize = 32;
+
 struct PeerFlowControl {
     i_am_choked: bool,
     request_window: usize,
@@ -1442,7 +1447,8 @@ impl PeerHandler {
     /// Acquire a piece for this peer: try steal (10x) → reserve → steal (3x).
     ///
     /// Returns the piece index to download, or None if no pieces are available.
-    fn acquire_next_piece(&self) -> crate::Result<Option<ValidPieceIndex>> {
+    /// swarmfs patch: with `only_priority`, only a piece a reader waits on.
+    fn acquire_next_piece(&self, only_priority: bool) -> crate::Result<Option<ValidPieceIndex>> {
         if self.is_choked() {
             debug!("we are choked, can't acquire piece");
             return Ok(None);
@@ -1513,6 +1519,7 @@ impl PeerHandler {
                     background_allowed,
                     tiers_while_held_back,
                     may_ask_seeder: &may_ask_seeder,
+                    only_priority,
                     priority_pieces: urgent
                         .iter()
                         .filter_map(|&i| lengths.validate_piece_index(i))
@@ -1531,6 +1538,9 @@ impl PeerHandler {
                 match result {
                     AcquireResult::Reserved(piece) => {
                         trace!("reserved piece {}", piece);
+                        if urgent.contains(&piece.get()) {
+                            debug!(target: "swarmfs::piece", piece = piece.get(), peer = %self.addr, preempting = only_priority, "urgent piece requested");
+                        }
                         Ok(Some(piece))
                     }
                     AcquireResult::Stolen { piece, from_peer } => {
@@ -1601,6 +1611,16 @@ impl PeerHandler {
     }
 
     fn on_have(&self, have: u32) {
+        // swarmfs patch: when a piece a reader waits on is announced, for tracing a boot.
+        if tracing::enabled!(target: "swarmfs::piece", tracing::Level::DEBUG)
+            && let Some(picker) = self.state.shared.options.piece_picker.as_ref()
+        {
+            let mut urgent = Vec::new();
+            picker.urgent(&mut urgent);
+            if urgent.contains(&have) {
+                debug!(target: "swarmfs::piece", piece = have, peer = %self.addr, "urgent piece announced");
+            }
+        }
         self.state
             .peers
             .with_live_mut(self.addr, "on_have", |live| {
@@ -1685,13 +1705,14 @@ impl PeerHandler {
         .await;
     }
 
-    async fn wait_for_request_slot(&self) {
+    /// Waits until fewer than the window plus `extra` requests are in flight.
+    async fn wait_for_request_slot_beyond(&self, extra: usize) {
         loop {
             let Some(notify) = self.request_slots_changed() else {
                 return;
             };
             let notified = notify.notified();
-            if self.can_send_request() {
+            if self.can_send_request_beyond(extra) {
                 return;
             }
             notified.await;
@@ -1701,7 +1722,6 @@ impl PeerHandler {
     // The job of this is to request chunks and also to keep peer alive.
     // The moment this ends, the peer is disconnected.
     async fn task_peer_chunk_requester(&self) -> crate::Result<()> {
-        let handle = self.addr;
         self.wait_for_bitfield().await;
 
         let mut update_interest = {
@@ -1751,11 +1771,15 @@ impl PeerHandler {
             }
 
             update_interest(self, true)?;
-            aframe!(self.wait_for_request_slot()).await;
+            // swarmfs patch: while the window is full, pieces readers wait on are still
+            // requested at once (see `wait_for_slot_serving_urgent`).
+            if !aframe!(self.wait_for_slot_serving_urgent()).await? {
+                return Ok(());
+            }
 
             // Acquire a piece using the strategy: try steal (10x) → reserve → steal (3x).
             let new_piece_notify = self.state.new_pieces_notify.notified();
-            let next = match self.acquire_next_piece()? {
+            let next = match self.acquire_next_piece(false)? {
                 Some(next) => next,
                 None => {
                     debug!("no pieces to request");
@@ -1784,14 +1808,116 @@ impl PeerHandler {
                 }
             };
 
-            for chunk in self.state.lengths.iter_chunk_infos(next) {
+            // swarmfs patch: a piece a reader waits on is requested whole at once (beyond
+            // the window, see URGENT_EXTRA_WINDOW); a background piece waits for window
+            // slots, and while it waits, urgent pieces go first.
+            let sent = if self.is_urgent_piece(next) {
+                aframe!(self.request_urgent_piece(next)).await?
+            } else {
+                aframe!(self.request_piece(next)).await?
+            };
+            if !sent {
+                return Ok(());
+            }
+        }
+    }
+
+    /// swarmfs patch: whether readers wait on `piece` (the picker's urgent list).
+    fn is_urgent_piece(&self, piece: ValidPieceIndex) -> bool {
+        let Some(picker) = self.state.shared.options.piece_picker.as_ref() else {
+            return false;
+        };
+        let mut urgent = Vec::new();
+        picker.urgent(&mut urgent);
+        urgent.contains(&piece.get())
+    }
+
+    /// swarmfs patch: whether any reader waits.
+    fn readers_wait(&self) -> bool {
+        let Some(picker) = self.state.shared.options.piece_picker.as_ref() else {
+            return false;
+        };
+        let mut urgent = Vec::new();
+        picker.urgent(&mut urgent);
+        !urgent.is_empty()
+    }
+
+    /// swarmfs patch: waits for a free request slot. Meanwhile any piece a reader waits
+    /// on that this peer can send is requested at once, beyond the window: a requester
+    /// in the middle of a background piece waited for the window to drain chunk by
+    /// chunk first (8-host fleet: 216 ms median from a read to its piece being asked
+    /// for; 16 hosts: 520 ms). Returns false if the peer is gone.
+    async fn wait_for_slot_serving_urgent(&self) -> crate::Result<bool> {
+        loop {
+            let Some(slots) = self.request_slots_changed() else {
+                return Ok(false);
+            };
+            let slot_freed = slots.notified();
+            let new_pieces = self.state.new_pieces_notify.notified();
+            if self.can_send_request_beyond(0) {
+                return Ok(true);
+            }
+            let waiting = self.readers_wait();
+            if waiting && let Some(urgent) = self.acquire_next_piece(true)? {
+                if !aframe!(self.request_urgent_piece(urgent)).await? {
+                    return Ok(false);
+                }
+                continue;
+            }
+            // A seeder may be asked for an urgent piece once the picker's stagger is
+            // over: look again soon while readers wait.
+            let recheck = if waiting {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_secs(1)
+            };
+            tokio::select! {
+                _ = slot_freed => {}
+                _ = new_pieces => {}
+                _ = tokio::time::sleep(recheck) => {}
+            }
+        }
+    }
+
+    /// Requests every chunk of a background piece, a window slot each. Returns false if
+    /// the peer is gone.
+    async fn request_piece(&self, piece: ValidPieceIndex) -> crate::Result<bool> {
+        for chunk in self.state.lengths.iter_chunk_infos(piece) {
+            if !aframe!(self.wait_for_slot_serving_urgent()).await? {
+                return Ok(false);
+            }
+            if !aframe!(self.send_chunk_request(chunk, 0)).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// swarmfs patch: requests every chunk of a piece a reader waits on, up to
+    /// URGENT_EXTRA_WINDOW beyond the window. Returns false if the peer is gone.
+    async fn request_urgent_piece(&self, piece: ValidPieceIndex) -> crate::Result<bool> {
+        trace!(piece = piece.get(), "requesting urgent piece");
+        for chunk in self.state.lengths.iter_chunk_infos(piece) {
+            if !aframe!(self.send_chunk_request(chunk, URGENT_EXTRA_WINDOW)).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends one chunk request once the window (plus `extra`) has room. Returns false if
+    /// the peer is gone.
+    async fn send_chunk_request(&self, chunk: ChunkInfo, extra: usize) -> crate::Result<bool> {
+        let handle = self.addr;
+        {
+            {
                 let request = Request {
-                    index: next.get(),
+                    index: chunk.piece_index.get(),
                     begin: chunk.offset,
                     length: chunk.size,
                 };
 
-                aframe!(self.wait_for_request_slot()).await;
+                aframe!(self.wait_for_request_slot_beyond(extra)).await;
 
                 self.state
                     .ratelimits
@@ -1805,7 +1931,7 @@ impl PeerHandler {
                         .await?;
                 }
 
-                aframe!(self.wait_for_request_slot()).await;
+                aframe!(self.wait_for_request_slot_beyond(extra)).await;
 
                 match self
                     .state
@@ -1828,10 +1954,10 @@ impl PeerHandler {
                             "we already requested {:?} previously",
                             chunk
                         );
-                        continue;
+                        return Ok(true);
                     }
                     // peer died
-                    None => return Ok(()),
+                    None => return Ok(false),
                 };
 
                 if self
@@ -1839,10 +1965,11 @@ impl PeerHandler {
                     .send(WriterRequest::Message(Message::Request(request)))
                     .is_err()
                 {
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         }
+        Ok(true)
     }
 
     fn on_i_am_choked(&self) {
@@ -2067,6 +2194,8 @@ impl PeerHandler {
                     state.peers.reset_peer_backoff(addr);
 
                     trace!(piece = index, "successfully downloaded and verified");
+                    // swarmfs patch: which peer each piece came from, and how long it took.
+                    debug!(target: "swarmfs::piece", piece = index, peer = %addr, ms = full_piece_download_time.as_millis() as u64, "piece verified");
 
                     state.on_piece_completed(chunk_info.piece_index)?;
 
@@ -2163,7 +2292,9 @@ impl PeerHandler {
             .unwrap_or(false)
     }
 
-    fn can_send_request(&self) -> bool {
+    /// Whether fewer than the request window plus `extra` (swarmfs patch: room for the
+    /// chunks of pieces readers wait on) requests are in flight.
+    fn can_send_request_beyond(&self, extra: usize) -> bool {
         let (i_am_choked, request_window) = {
             let flow = self.lock_flow_control("can_send_request");
             (flow.i_am_choked, flow.request_window)
@@ -2184,7 +2315,7 @@ impl PeerHandler {
                     .filter(|_| live.seeder && full_window)
                     .and_then(|p| p.seeder_request_window())
                     .unwrap_or(request_window);
-                live.requested_inflight_count() < window
+                live.requested_inflight_count() < window + extra
             })
             .unwrap_or(false)
     }
