@@ -248,6 +248,15 @@ impl ChunkTracker {
             .filter_map(|id| self.lengths.validate_piece_index(id))
     }
 
+    /// swarmfs patch: whether this chunk of a piece being downloaded has arrived.
+    pub fn is_chunk_received(&self, chunk: &ChunkInfo) -> bool {
+        let range = self.lengths.chunk_range(chunk.piece_index);
+        self.chunk_status
+            .get(range)
+            .and_then(|r| r.get(chunk.chunk_index as usize).map(|b| *b))
+            .unwrap_or(false)
+    }
+
     /// swarmfs patch: whether the piece waits in the download queue.
     pub(crate) fn is_piece_queued(&self, id: ValidPieceIndex) -> bool {
         self.queue_pieces

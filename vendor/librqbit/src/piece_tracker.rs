@@ -29,7 +29,14 @@ use crate::{
 pub struct InflightPiece {
     pub peer: PeerHandle,
     pub started: Instant,
+    /// swarmfs patch: other peers asked for the chunks still missing of a piece a reader
+    /// waits on (it completes from whichever chunks come first).
+    pub helpers: Vec<PeerHandle>,
 }
+
+/// swarmfs patch: at most this many peers help the one a piece a reader waits on was
+/// asked of.
+const MAX_HELPERS: usize = 2;
 
 /// Result of attempting to acquire a piece.
 #[derive(Debug)]
@@ -41,6 +48,9 @@ pub enum AcquireResult {
         piece: ValidPieceIndex,
         from_peer: PeerHandle,
     },
+    /// swarmfs patch: a piece a reader waits on, in flight with another peer: this peer
+    /// is asked for its missing chunks too.
+    Help(ValidPieceIndex),
     /// No pieces are available for this peer.
     NoneAvailable,
 }
@@ -90,6 +100,8 @@ where
     /// swarmfs patch: only a priority piece (or a take-over of one), nothing else: a
     /// requester busy with a background piece looks for one a reader waits on.
     pub only_priority: bool,
+    /// swarmfs patch: the live peers that have every piece (the origin).
+    pub seeders: &'a [PeerHandle],
 }
 
 /// Coordinates piece download state.
@@ -103,6 +115,9 @@ where
 pub struct PieceTracker {
     chunks: ChunkTracker,
     inflight: HashMap<ValidPieceIndex, InflightPiece>,
+    /// swarmfs patch: pieces that failed their hash check with chunks from several peers:
+    /// fetched from one peer only next time, so that a liar is found.
+    single_source: std::collections::HashSet<ValidPieceIndex>,
 }
 
 impl PieceTracker {
@@ -113,6 +128,7 @@ impl PieceTracker {
         Self {
             chunks,
             inflight: HashMap::new(),
+            single_source: Default::default(),
         }
     }
 
@@ -163,6 +179,8 @@ impl PieceTracker {
         // swarmfs patch: ...or take over one that another peer has held for too long (a
         // reader waits on it; the other peer may be busy serving the whole fleet).
         let mut overdue = None;
+        let mut help = None;
+        let mut takeover = None;
         // Whether some peer has (or is sending) a priority piece: if none does, holding the
         // background back for it would only idle the links.
         let mut obtainable = false;
@@ -183,10 +201,34 @@ impl PieceTracker {
             }
             match self.inflight.get(&piece) {
                 None => return self.reserve_piece(piece, req.peer),
-                Some(info) if overdue.is_none() && info.peer != req.peer => {
-                    if req
-                        .priority_steal_after
-                        .is_some_and(|after| info.started.elapsed() >= after)
+                Some(info) if info.peer != req.peer => {
+                    // swarmfs patch: a piece readers wait on that the origin is sending
+                    // is taken over at once by a peer that has it (the origin's uplink,
+                    // shared by the whole fleet, is the slowest way to get it, and every
+                    // byte it need not send is one more for pieces nobody else has).
+                    if takeover.is_none()
+                        && !req.peer_is_seeder
+                        && req.seeders.contains(&info.peer)
+                    {
+                        takeover = Some(piece);
+                    }
+                    // swarmfs patch: another peer that has it sends the missing chunks
+                    // too (not the origin: its uplink carries every unique byte).
+                    if help.is_none()
+                        && !req.seeders.contains(&info.peer)
+                        && !req.peer_is_seeder
+                        && info.helpers.len() < MAX_HELPERS
+                        && !self.single_source.contains(&piece)
+                        && !info.helpers.contains(&req.peer)
+                        && !same_host(info.peer, req.peer)
+                        && !info.helpers.iter().any(|h| same_host(*h, req.peer))
+                    {
+                        help = Some(piece);
+                    }
+                    if overdue.is_none()
+                        && req
+                            .priority_steal_after
+                            .is_some_and(|after| info.started.elapsed() >= after)
                     {
                         overdue = Some(piece);
                     }
@@ -194,12 +236,27 @@ impl PieceTracker {
                 Some(_) => {}
             }
         }
+        if let Some(piece) = takeover
+            && (req.can_steal)(piece)
+            && let Some(info) = self.inflight.get_mut(&piece)
+        {
+            let from_peer = std::mem::replace(&mut info.peer, req.peer);
+            info.helpers.retain(|h| *h != req.peer);
+            return AcquireResult::Stolen { piece, from_peer };
+        }
+        if let Some(piece) = help
+            && let Some(info) = self.inflight.get_mut(&piece)
+        {
+            info.helpers.push(req.peer);
+            return AcquireResult::Help(piece);
+        }
         if let Some(piece) = overdue
             && (req.can_steal)(piece)
             && let Some(info) = self.inflight.get_mut(&piece)
         {
             let from_peer = std::mem::replace(&mut info.peer, req.peer);
             info.started = Instant::now();
+            info.helpers.retain(|h| *h != req.peer);
             return AcquireResult::Stolen { piece, from_peer };
         }
         if req.only_priority {
@@ -306,6 +363,7 @@ impl PieceTracker {
             InflightPiece {
                 peer,
                 started: Instant::now(),
+                helpers: Vec::new(),
             },
         );
         AcquireResult::Reserved(piece)
@@ -359,13 +417,27 @@ impl PieceTracker {
     /// Returns download duration if piece was in-flight.
     /// Note: Does NOT mark the piece as downloaded - caller should do hash check
     /// and then call `mark_piece_hash_ok` or `mark_piece_hash_failed`.
+    #[allow(dead_code)] // swarmfs patch: the live state uses `take_inflight_piece`
     pub fn take_inflight(&mut self, piece: ValidPieceIndex) -> Option<Duration> {
         let inflight = self.inflight.remove(&piece)?;
         Some(inflight.started.elapsed())
     }
 
+    /// swarmfs patch: like `take_inflight`, with the peers that were sending it.
+    pub fn take_inflight_piece(&mut self, piece: ValidPieceIndex) -> Option<InflightPiece> {
+        self.inflight.remove(&piece)
+    }
+
+    /// swarmfs patch: a piece whose chunks came from several peers failed its hash check:
+    /// requeue it, to be fetched from one peer only (the liar is then found).
+    pub fn mark_piece_hash_failed_multi_source(&mut self, piece: ValidPieceIndex) {
+        self.single_source.insert(piece);
+        self.chunks.mark_piece_broken_if_not_have(piece);
+    }
+
     /// Mark piece as downloaded after successful hash verification.
     pub fn mark_piece_hash_ok(&mut self, piece: ValidPieceIndex) {
+        self.single_source.remove(&piece);
         self.chunks.mark_piece_downloaded(piece);
     }
 
@@ -389,8 +461,19 @@ impl PieceTracker {
 
         let count = pieces_to_release.len();
         for piece in pieces_to_release {
+            // swarmfs patch: a helper asked for every chunk still missing when it joined,
+            // so it takes the piece over.
+            if let Some(info) = self.inflight.get_mut(&piece)
+                && !info.helpers.is_empty()
+            {
+                info.peer = info.helpers.remove(0);
+                continue;
+            }
             self.inflight.remove(&piece);
             self.chunks.mark_piece_broken_if_not_have(piece);
+        }
+        for info in self.inflight.values_mut() {
+            info.helpers.retain(|h| *h != peer);
         }
         count
     }
@@ -448,6 +531,12 @@ impl PieceTracker {
     pub fn flush_have_pieces(&mut self, flush_async: bool) -> anyhow::Result<()> {
         self.chunks.get_have_pieces_mut().flush(flush_async)
     }
+}
+
+/// swarmfs patch: two connections to one host share its uplink; on one machine
+/// (loopback) addresses say nothing about uplinks.
+fn same_host(a: PeerHandle, b: PeerHandle) -> bool {
+    a.ip() == b.ip() && !a.ip().is_loopback()
 }
 
 #[cfg(test)]
@@ -541,6 +630,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         });
 
         // Should reserve piece 0 (first in queue)
@@ -584,6 +674,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         });
 
         match result {
@@ -622,6 +713,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         });
 
         let piece = match result {
@@ -665,6 +757,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         });
 
         let piece = match result {
@@ -703,6 +796,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         });
 
         match result2 {
@@ -742,6 +836,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -764,6 +859,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -788,6 +884,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -837,6 +934,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         });
         tracker.acquire_piece(AcquireRequest {
             peer: peer(1),
@@ -856,6 +954,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         });
 
         assert_eq!(tracker.inflight_count(), 2);
@@ -883,6 +982,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         });
 
         // Should get piece 0 again (was requeued)
@@ -931,6 +1031,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         });
 
         // Should get piece 3 (first priority piece)
@@ -967,6 +1068,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         });
 
         match result {
@@ -1025,6 +1127,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         }) {
             AcquireResult::Reserved(p) => {
                 assert_eq!(p.get(), 0);
@@ -1051,6 +1154,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         }) {
             AcquireResult::Reserved(p) => {
                 assert_eq!(p.get(), 4);
@@ -1083,6 +1187,7 @@ mod tests {
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
             only_priority: false,
+            seeders: &[],
         });
 
         // Should steal piece 4 (which peer B has), NOT piece 0 (which peer B doesn't have)
@@ -1095,5 +1200,88 @@ mod tests {
             }
             _ => panic!("Expected Stolen, got {:?}", result),
         }
+    }
+
+    /// swarmfs patch: a piece a reader waits on is helped by other peers, taken over from
+    /// a seeder at once, and fetched from one peer only after a multi-source hash failure.
+    #[test]
+    fn test_urgent_piece_helped_taken_over_and_single_source_after_failure() {
+        let file_infos = make_test_file_infos(4);
+        let file_priorities = make_default_file_priorities(&file_infos);
+        let mut tracker = PieceTracker::new(make_test_chunk_tracker(4));
+        let piece = tracker.chunks().get_lengths().validate_piece_index(2).unwrap();
+        let host = |i: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 6881);
+        let other_port = |i: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 40000);
+        let ask = |tracker: &mut PieceTracker, who: PeerHandle, seeders: &[PeerHandle]| {
+            tracker.acquire_piece(AcquireRequest {
+                peer: who,
+                peer_avg_time: None,
+                priority_pieces: std::iter::once(piece),
+                file_priorities: &file_priorities,
+                file_infos: &file_infos,
+                peer_has_piece: |_| true,
+                can_steal: |_| true,
+                background_order: Some(&[]),
+                availability: &[],
+                soon: &[],
+                peer_is_seeder: seeders.contains(&who),
+                live_seeders: seeders.len() as u32,
+                priority_steal_after: None,
+                background_allowed: true,
+                tiers_while_held_back: 0,
+                may_ask_seeder: &|_| true,
+                only_priority: true,
+                seeders,
+            })
+        };
+        assert!(matches!(ask(&mut tracker, host(1), &[]), AcquireResult::Reserved(p) if p == piece));
+        // Another host helps; a second connection to that host does not; a seeder does not.
+        assert!(matches!(ask(&mut tracker, host(2), &[host(9)]), AcquireResult::Help(p) if p == piece));
+        assert!(matches!(ask(&mut tracker, other_port(2), &[host(9)]), AcquireResult::NoneAvailable));
+        assert!(matches!(ask(&mut tracker, host(9), &[host(9)]), AcquireResult::NoneAvailable));
+        assert!(matches!(ask(&mut tracker, host(3), &[]), AcquireResult::Help(_)));
+        // At most MAX_HELPERS.
+        assert!(matches!(ask(&mut tracker, host(4), &[]), AcquireResult::NoneAvailable));
+        // The owner dies: its first helper takes the piece over.
+        tracker.release_pieces_owned_by(host(1));
+        assert_eq!(tracker.get_inflight(piece).unwrap().peer, host(2));
+        assert_eq!(tracker.get_inflight(piece).unwrap().helpers, vec![host(3)]);
+        // A multi-source hash failure: requeued, and then fetched from one peer only.
+        let taken = tracker.take_inflight_piece(piece).unwrap();
+        assert!(!taken.helpers.is_empty());
+        tracker.mark_piece_hash_failed_multi_source(piece);
+        assert!(matches!(ask(&mut tracker, host(5), &[]), AcquireResult::Reserved(_)));
+        assert!(matches!(ask(&mut tracker, host(6), &[]), AcquireResult::NoneAvailable));
+        tracker.take_inflight_piece(piece);
+        tracker.mark_piece_hash_ok(piece);
+
+        // A piece a reader waits on that a seeder is sending: the first other peer that has
+        // it takes it over.
+        let piece0 = tracker.chunks().get_lengths().validate_piece_index(0).unwrap();
+        let seeders = [host(9)];
+        let mut req = |who: PeerHandle| {
+            tracker.acquire_piece(AcquireRequest {
+                peer: who,
+                peer_avg_time: None,
+                priority_pieces: std::iter::once(piece0),
+                file_priorities: &file_priorities,
+                file_infos: &file_infos,
+                peer_has_piece: |_| true,
+                can_steal: |_| true,
+                background_order: Some(&[]),
+                availability: &[],
+                soon: &[],
+                peer_is_seeder: who == host(9),
+                live_seeders: 1,
+                priority_steal_after: None,
+                background_allowed: true,
+                tiers_while_held_back: 0,
+                may_ask_seeder: &|_| true,
+                only_priority: true,
+                seeders: &seeders,
+            })
+        };
+        assert!(matches!(req(host(9)), AcquireResult::Reserved(p) if p == piece0));
+        assert!(matches!(req(host(2)), AcquireResult::Stolen { piece: p, from_peer } if p == piece0 && from_peer == host(9)));
     }
 }

@@ -1017,6 +1017,19 @@ impl TorrentStateLive {
 
 const DEFAULT_PEER_REQUEST_WINDOW: usize = 128;
 
+/// swarmfs patch: how a requester asks a peer for a piece.
+#[derive(Clone, Copy, Debug)]
+enum Ask {
+    /// A background or read-ahead piece: a window slot per chunk.
+    Whole,
+    /// A piece a reader waits on: every chunk at once.
+    Urgent,
+    /// A piece a reader waits on that another peer is sending: the chunks still missing.
+    Help,
+    /// A piece a reader waits on, taken over from another peer: the chunks still missing.
+    TakeOver,
+}
+
 /// swarmfs patch: the chunks of pieces readers wait on may be requested this far beyond a
 /// peer's request window (two 256 KiB pieces), so that they need not wait for the
 /// background pieces in flight to drain.
@@ -1448,7 +1461,12 @@ impl PeerHandler {
     ///
     /// Returns the piece index to download, or None if no pieces are available.
     /// swarmfs patch: with `only_priority`, only a piece a reader waits on.
-    fn acquire_next_piece(&self, only_priority: bool) -> crate::Result<Option<ValidPieceIndex>> {
+    /// swarmfs patch: the piece comes with how to ask for it (`Ask::Help`: only its
+    /// missing chunks, beside the peer it was first asked of).
+    fn acquire_next_piece(
+        &self,
+        only_priority: bool,
+    ) -> crate::Result<Option<(ValidPieceIndex, Ask)>> {
         if self.is_choked() {
             debug!("we are choked, can't acquire piece");
             return Ok(None);
@@ -1474,6 +1492,18 @@ impl PeerHandler {
         };
         let may_ask_seeder =
             |p: ValidPieceIndex| picker.is_none_or(|pk| pk.may_ask_seeder(p.get(), &others));
+        // swarmfs patch: the seeders, whose urgent pieces in flight other peers take over.
+        let seeders: Vec<PeerHandle> = if picker.is_some() {
+            self.state
+                .peers
+                .states
+                .iter()
+                .filter(|e| e.value().get_live().is_some_and(|l| l.seeder))
+                .map(|e| *e.key())
+                .collect()
+        } else {
+            Vec::new()
+        };
 
         let result = self
             .state
@@ -1520,6 +1550,7 @@ impl PeerHandler {
                     tiers_while_held_back,
                     may_ask_seeder: &may_ask_seeder,
                     only_priority,
+                    seeders: &seeders,
                     priority_pieces: urgent
                         .iter()
                         .filter_map(|&i| lengths.validate_piece_index(i))
@@ -1540,14 +1571,24 @@ impl PeerHandler {
                         trace!("reserved piece {}", piece);
                         if urgent.contains(&piece.get()) {
                             debug!(target: "swarmfs::piece", piece = piece.get(), peer = %self.addr, preempting = only_priority, "urgent piece requested");
+                            return Ok(Some((piece, Ask::Urgent)));
                         }
-                        Ok(Some(piece))
+                        Ok(Some((piece, Ask::Whole)))
+                    }
+                    AcquireResult::Help(piece) => {
+                        debug!(target: "swarmfs::piece", piece = piece.get(), peer = %self.addr, "urgent piece helped");
+                        Ok(Some((piece, Ask::Help)))
                     }
                     AcquireResult::Stolen { piece, from_peer } => {
                         debug!("stole piece {} from {}", piece, from_peer);
                         // Store steal info to process after releasing peer lock to avoid deadlock
                         steal_info = Some((from_peer, piece));
-                        Ok(Some(piece))
+                        let ask = if urgent.contains(&piece.get()) {
+                            Ask::TakeOver
+                        } else {
+                            Ask::Whole
+                        };
+                        Ok(Some((piece, ask)))
                     }
                     AcquireResult::NoneAvailable => Ok(None),
                 }
@@ -1811,25 +1852,52 @@ impl PeerHandler {
             // swarmfs patch: a piece a reader waits on is requested whole at once (beyond
             // the window, see URGENT_EXTRA_WINDOW); a background piece waits for window
             // slots, and while it waits, urgent pieces go first.
-            let sent = if self.is_urgent_piece(next) {
-                aframe!(self.request_urgent_piece(next)).await?
-            } else {
-                aframe!(self.request_piece(next)).await?
-            };
+            let sent = aframe!(self.request(next)).await?;
             if !sent {
                 return Ok(());
             }
         }
     }
 
-    /// swarmfs patch: whether readers wait on `piece` (the picker's urgent list).
-    fn is_urgent_piece(&self, piece: ValidPieceIndex) -> bool {
-        let Some(picker) = self.state.shared.options.piece_picker.as_ref() else {
-            return false;
+    /// swarmfs patch: asks the peer for a piece as `acquire_next_piece` said. Returns
+    /// false if the peer is gone.
+    async fn request(&self, (piece, ask): (ValidPieceIndex, Ask)) -> crate::Result<bool> {
+        match ask {
+            Ask::Whole => aframe!(self.request_piece(piece)).await,
+            Ask::Urgent => aframe!(self.request_urgent_piece(piece)).await,
+            Ask::Help => aframe!(self.request_missing_chunks(piece, true)).await,
+            Ask::TakeOver => aframe!(self.request_missing_chunks(piece, false)).await,
+        }
+    }
+
+    /// swarmfs patch: asks for the chunks of `piece` that have not arrived; helping
+    /// (`last_first`), last first: the peer it was first asked of sends them first to
+    /// last, so the two meet in the middle (and the chunks the first peer still owes are
+    /// cancelled at completion).
+    async fn request_missing_chunks(
+        &self,
+        piece: ValidPieceIndex,
+        last_first: bool,
+    ) -> crate::Result<bool> {
+        let missing: Vec<ChunkInfo> = {
+            let g = self.state.lock_read("missing_chunks");
+            let chunks = g.get_pieces()?.chunks();
+            self.state
+                .lengths
+                .iter_chunk_infos(piece)
+                .filter(|c| !chunks.is_chunk_received(c))
+                .collect()
         };
-        let mut urgent = Vec::new();
-        picker.urgent(&mut urgent);
-        urgent.contains(&piece.get())
+        let mut missing = missing;
+        if last_first {
+            missing.reverse();
+        }
+        for chunk in missing {
+            if !aframe!(self.send_chunk_request(chunk, URGENT_EXTRA_WINDOW)).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// swarmfs patch: whether any reader waits.
@@ -1858,8 +1926,14 @@ impl PeerHandler {
                 return Ok(true);
             }
             let waiting = self.readers_wait();
-            if waiting && let Some(urgent) = self.acquire_next_piece(true)? {
-                if !aframe!(self.request_urgent_piece(urgent)).await? {
+            if waiting && let Some((piece, ask)) = self.acquire_next_piece(true)? {
+                let sent = match ask {
+                    Ask::Help => aframe!(self.request_missing_chunks(piece, true)).await?,
+                    Ask::TakeOver => aframe!(self.request_missing_chunks(piece, false)).await?,
+                    // (an endgame steal may come back too: asked for at once as well)
+                    Ask::Urgent | Ask::Whole => aframe!(self.request_urgent_piece(piece)).await?,
+                };
+                if !sent {
                     return Ok(false);
                 }
                 continue;
@@ -2068,7 +2142,15 @@ impl PeerHandler {
                     .map(|l| l.read());
 
                 match g.get_pieces()?.get_inflight(chunk_info.piece_index) {
-                    Some(inflight) if inflight.peer == addr => {}
+                    // swarmfs patch: a chunk that came already from another peer
+                    // sending this piece is not written again.
+                    Some(inflight)
+                        if (inflight.peer == addr || inflight.helpers.contains(&addr))
+                            && g.get_pieces()?.chunks().is_chunk_received(chunk_info) =>
+                    {
+                        return Ok(());
+                    }
+                    Some(inflight) if inflight.peer == addr || inflight.helpers.contains(&addr) => {}
                     Some(inflight) => {
                         debug!(
                             "in-flight piece {} was stolen by {}, ignoring",
@@ -2116,7 +2198,16 @@ impl PeerHandler {
                     Some(ChunkMarkingResult::Completed) => {
                         trace!("piece={} done, will write and checksum", piece.index);
                         // Remove from inflight to prevent others from stealing it during hash check.
-                        g.get_pieces_mut()?.take_inflight(chunk_info.piece_index)
+                        // swarmfs patch: the other peers that were sending it are told to stop.
+                        g.get_pieces_mut()?
+                            .take_inflight_piece(chunk_info.piece_index)
+                            .map(|inflight| {
+                                let others: Vec<PeerHandle> = std::iter::once(inflight.peer)
+                                    .chain(inflight.helpers.iter().copied())
+                                    .filter(|p| *p != addr)
+                                    .collect();
+                                (inflight.started.elapsed(), others)
+                            })
                     }
                     Some(ChunkMarkingResult::PreviouslyCompleted) => {
                         // TODO: we might need to send cancellations here.
@@ -2137,10 +2228,15 @@ impl PeerHandler {
             // It shouldn't impact perf anyway, but dropping just in case.
             drop(ppl_guard);
 
-            let full_piece_download_time = match full_piece_download_time {
+            let (full_piece_download_time, other_senders) = match full_piece_download_time {
                 Some(t) => t,
                 None => return Ok(()),
             };
+            for other in &other_senders {
+                state.peers.with_live_mut(*other, "cancel_helped_piece", |live| {
+                    live.cancel_inflight_requests_for_piece(chunk_info.piece_index);
+                });
+            }
 
             // swarmfs patch: a piece whose check could not run (a read error) goes back
             // to the queue. Stock librqbit left it out of flight with every chunk marked
@@ -2200,6 +2296,21 @@ impl PeerHandler {
                     state.on_piece_completed(chunk_info.piece_index)?;
 
                     state.transmit_haves(chunk_info.piece_index);
+                }
+                false if !other_senders.is_empty() => {
+                    // swarmfs patch: chunks came from several peers; which one lied is
+                    // found when the piece is fetched again from one peer only.
+                    warn!(
+                        id = state.shared.id,
+                        info_hash = ?state.shared.info_hash,
+                        ?addr,
+                        "checksum for piece={} fetched from several peers did not validate; fetching it from one peer", index
+                    );
+                    state
+                        .lock_write("mark_piece_broken")
+                        .get_pieces_mut()?
+                        .mark_piece_hash_failed_multi_source(chunk_info.piece_index);
+                    state.new_pieces_notify.notify_waiters();
                 }
                 false => {
                     warn!(
