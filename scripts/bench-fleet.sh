@@ -3,7 +3,8 @@
 # own cost per host added. Usage: scripts/bench-fleet.sh [fleet.sh options...]
 #   e.g. scripts/bench-fleet.sh --scenario swarmfs-lazy,bt-aria2 --hosts 8 --size-mb 256 --rate 100mbit
 # Prints fleet.sh's JSON lines; after each swarmfs-lazy line, one more line with every
-# host's CPU seconds per GB received and peak RSS (from the "mount ends" log line).
+# host's CPU seconds per GB received and peak RSS (from the "mount ends" log line), and
+# one with where the boot time went (scripts/boot-trace.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=${FLEET_BENCH:-$(cd .. && pwd)/shared/bench}
@@ -11,6 +12,9 @@ WORKDIR=${FLEET_WORKDIR:-/dev/shm/swarmfs-fleet}
 [ -x "$BENCH/fleet.sh" ] || { echo "no fleet benchmark at $BENCH (set FLEET_BENCH)" >&2; exit 2; }
 cargo build --release --quiet --bin swarmfs
 export SWARMFS_BIN=$PWD/target/release/swarmfs
+# The mounts log every read that waited and every piece's source (target swarmfs::piece),
+# for scripts/boot-trace.py.
+export RUST_LOG=${RUST_LOG:-swarmfs=info,librqbit=warn,librqbit_core=warn,swarmfs::piece=debug}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 "$BENCH/fleet.sh" --workdir "$WORKDIR" "$@" | tee "$out"
@@ -38,3 +42,7 @@ if cpu:
                       "peak_rss_mib": rss, "peak_rss_mib_max": max(rss),
                       "received_gb": gb}))
 PY
+# Where the boot time went (one more JSON line), when the run had swarmfs hosts.
+if [ -d "$run/swarmfs-lazy" ]; then
+	python3 scripts/boot-trace.py "$run" || true
+fi
