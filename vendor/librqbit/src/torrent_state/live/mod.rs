@@ -1492,8 +1492,9 @@ impl PeerHandler {
         };
         let may_ask_seeder =
             |p: ValidPieceIndex| picker.is_none_or(|pk| pk.may_ask_seeder(p.get(), &others));
-        // swarmfs patch: the seeders, whose urgent pieces in flight other peers take over.
-        let seeders: Vec<PeerHandle> = if picker.is_some() {
+        // swarmfs patch: the seeders, whose urgent pieces in flight other peers take over
+        // (only urgent pieces are taken over: collected only while readers wait).
+        let seeders: Vec<PeerHandle> = if picker.is_some() && self.readers_wait() {
             self.state
                 .peers
                 .states
@@ -1864,9 +1865,17 @@ impl PeerHandler {
     async fn request(&self, (piece, ask): (ValidPieceIndex, Ask)) -> crate::Result<bool> {
         match ask {
             Ask::Whole => aframe!(self.request_piece(piece)).await,
-            Ask::Urgent => aframe!(self.request_urgent_piece(piece)).await,
+            _ => aframe!(self.request_now(piece, ask)).await,
+        }
+    }
+
+    /// swarmfs patch: asks at once, beyond the window, for a piece a reader waits on (a
+    /// `Whole` piece here is an endgame steal, asked for at once as well).
+    async fn request_now(&self, piece: ValidPieceIndex, ask: Ask) -> crate::Result<bool> {
+        match ask {
             Ask::Help => aframe!(self.request_missing_chunks(piece, true)).await,
             Ask::TakeOver => aframe!(self.request_missing_chunks(piece, false)).await,
+            Ask::Urgent | Ask::Whole => aframe!(self.request_urgent_piece(piece)).await,
         }
     }
 
@@ -1927,13 +1936,7 @@ impl PeerHandler {
             }
             let waiting = self.readers_wait();
             if waiting && let Some((piece, ask)) = self.acquire_next_piece(true)? {
-                let sent = match ask {
-                    Ask::Help => aframe!(self.request_missing_chunks(piece, true)).await?,
-                    Ask::TakeOver => aframe!(self.request_missing_chunks(piece, false)).await?,
-                    // (an endgame steal may come back too: asked for at once as well)
-                    Ask::Urgent | Ask::Whole => aframe!(self.request_urgent_piece(piece)).await?,
-                };
-                if !sent {
+                if !aframe!(self.request_now(piece, ask)).await? {
                     return Ok(false);
                 }
                 continue;
@@ -1983,65 +1986,61 @@ impl PeerHandler {
     /// the peer is gone.
     async fn send_chunk_request(&self, chunk: ChunkInfo, extra: usize) -> crate::Result<bool> {
         let handle = self.addr;
-        {
-            {
-                let request = Request {
-                    index: chunk.piece_index.get(),
-                    begin: chunk.offset,
-                    length: chunk.size,
-                };
+        let request = Request {
+            index: chunk.piece_index.get(),
+            begin: chunk.offset,
+            length: chunk.size,
+        };
 
-                aframe!(self.wait_for_request_slot_beyond(extra)).await;
+        aframe!(self.wait_for_request_slot_beyond(extra)).await;
 
-                self.state
-                    .ratelimits
-                    .prepare_for_download(NonZeroU32::new(request.length).unwrap())
-                    .await?;
+        self.state
+            .ratelimits
+            .prepare_for_download(NonZeroU32::new(request.length).unwrap())
+            .await?;
 
-                if let Some(session) = self.state.torrent().session.upgrade() {
-                    session
-                        .ratelimits
-                        .prepare_for_download(NonZeroU32::new(request.length).unwrap())
-                        .await?;
-                }
+        if let Some(session) = self.state.torrent().session.upgrade() {
+            session
+                .ratelimits
+                .prepare_for_download(NonZeroU32::new(request.length).unwrap())
+                .await?;
+        }
 
-                aframe!(self.wait_for_request_slot_beyond(extra)).await;
+        aframe!(self.wait_for_request_slot_beyond(extra)).await;
 
-                match self
-                    .state
-                    .peers
-                    .with_live_mut(handle, "add chunk request", |live| {
-                        live.add_inflight_request(chunk)
-                    }) {
-                    Some(true) => {}
-                    Some(false) => {
-                        // This request was already in-flight for this peer for this chunk.
-                        // This might happen in theory, but not very likely.
-                        //
-                        // Example:
-                        // someone stole a piece from us, and then died, the piece became "needed" again, and we reserved it
-                        // all before the piece request was processed by us.
-                        warn!(
-                            id = self.state.shared.id,
-                            info_hash = ?self.state.shared.info_hash,
-                            addr = ?self.addr,
-                            "we already requested {:?} previously",
-                            chunk
-                        );
-                        return Ok(true);
-                    }
-                    // peer died
-                    None => return Ok(false),
-                };
-
-                if self
-                    .tx
-                    .send(WriterRequest::Message(Message::Request(request)))
-                    .is_err()
-                {
-                    return Ok(false);
-                }
+        match self
+            .state
+            .peers
+            .with_live_mut(handle, "add chunk request", |live| {
+                live.add_inflight_request(chunk)
+            }) {
+            Some(true) => {}
+            Some(false) => {
+                // This request was already in-flight for this peer for this chunk.
+                // This might happen in theory, but not very likely.
+                //
+                // Example:
+                // someone stole a piece from us, and then died, the piece became "needed" again, and we reserved it
+                // all before the piece request was processed by us.
+                warn!(
+                    id = self.state.shared.id,
+                    info_hash = ?self.state.shared.info_hash,
+                    addr = ?self.addr,
+                    "we already requested {:?} previously",
+                    chunk
+                );
+                return Ok(true);
             }
+            // peer died
+            None => return Ok(false),
+        };
+
+        if self
+            .tx
+            .send(WriterRequest::Message(Message::Request(request)))
+            .is_err()
+        {
+            return Ok(false);
         }
         Ok(true)
     }
@@ -2142,15 +2141,13 @@ impl PeerHandler {
                     .map(|l| l.read());
 
                 match g.get_pieces()?.get_inflight(chunk_info.piece_index) {
-                    // swarmfs patch: a chunk that came already from another peer
-                    // sending this piece is not written again.
-                    Some(inflight)
-                        if (inflight.peer == addr || inflight.helpers.contains(&addr))
-                            && g.get_pieces()?.chunks().is_chunk_received(chunk_info) =>
-                    {
-                        return Ok(());
+                    Some(inflight) if inflight.peer == addr || inflight.helpers.contains(&addr) => {
+                        // swarmfs patch: a chunk that came already from another peer
+                        // sending this piece is not written again.
+                        if g.get_pieces()?.chunks().is_chunk_received(chunk_info) {
+                            return Ok(());
+                        }
                     }
-                    Some(inflight) if inflight.peer == addr || inflight.helpers.contains(&addr) => {}
                     Some(inflight) => {
                         debug!(
                             "in-flight piece {} was stolen by {}, ignoring",
