@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context};
 use librqbit::storage::{StorageFactory, StorageFactoryExt, TorrentStorage};
@@ -41,6 +41,11 @@ impl StorageFactory for CacheStorageFactory {
         if metadata.file_infos.len() != self.release.entries.len() {
             bail!("librqbit and swarmfs disagree on the torrent's file list");
         }
+        // Cache files are created when first written or read, not here: creating the
+        // ~5,000 files of a release took most of a mount's start-up CPU, and a fleet
+        // starts every mount at once (8 mounts on 2 cores: ~0.6 s to mounted). Empty
+        // files, which nothing writes, are created now: a complete file has a cache file
+        // (the cache check and passthrough open it).
         let mut files = Vec::with_capacity(self.release.entries.len());
         for e in &self.release.entries {
             if !matches!(e.kind, EntryKind::File { .. }) {
@@ -49,7 +54,15 @@ impl StorageFactory for CacheStorageFactory {
             }
             let mut path = self.data_dir.clone();
             path.extend(&e.path);
-            files.push(Some(open_sized(&path, e.length)?));
+            let file = OnceLock::new();
+            if e.length == 0 {
+                let _ = file.set(open_sized(&path, 0)?);
+            }
+            files.push(Some(LazyFile {
+                path,
+                len: e.length,
+                file,
+            }));
         }
         // Bytes of file data in each piece (padding is never written by librqbit).
         let pl = self.release.piece_length;
@@ -103,8 +116,26 @@ fn open_sized(path: &Path, len: u64) -> anyhow::Result<File> {
     Ok(f)
 }
 
+/// A cache file, opened (created and sized, sparse) on first use.
+struct LazyFile {
+    path: PathBuf,
+    len: u64,
+    file: OnceLock<File>,
+}
+
+impl LazyFile {
+    fn get(&self) -> anyhow::Result<&File> {
+        if let Some(f) = self.file.get() {
+            return Ok(f);
+        }
+        let f = open_sized(&self.path, self.len)?;
+        // Two first uses at once both open it; one handle is kept.
+        Ok(self.file.get_or_init(|| f))
+    }
+}
+
 pub(crate) struct CacheStorage {
-    files: Arc<Vec<Option<File>>>,
+    files: Arc<Vec<Option<LazyFile>>>,
     pieces: Arc<PieceMap>,
     checking: Arc<AtomicBool>,
     write_errno: Arc<AtomicI32>,
@@ -160,7 +191,8 @@ impl CacheStorage {
         self.files
             .get(id)
             .and_then(Option::as_ref)
-            .with_context(|| format!("file index {id} holds no data"))
+            .with_context(|| format!("file index {id} holds no data"))?
+            .get()
     }
 }
 
@@ -229,9 +261,13 @@ impl TorrentStorage for CacheStorage {
     }
 
     fn ensure_file_length(&self, file_id: usize, length: u64) -> anyhow::Result<()> {
+        // A file is given its length when it is first opened (`open_sized`).
         match self.files.get(file_id).and_then(Option::as_ref) {
-            Some(f) if f.metadata()?.len() != length => Ok(f.set_len(length)?),
-            _ => Ok(()),
+            Some(f) => match f.file.get() {
+                Some(f) if f.metadata()?.len() != length => Ok(f.set_len(length)?),
+                _ => Ok(()),
+            },
+            None => Ok(()),
         }
     }
 
