@@ -10,7 +10,9 @@ last piece it needed:
   from the origin / a peer    nobody had announced it: read -> asked for -> verified
   after an announce           some host got it first: read -> first announce ->
                               asked for -> verified
-Prints one JSON object: per category the count, median, p90 and total seconds.
+Prints one JSON object: per category the count, median, p90 and total seconds; and
+what the origin sent: pieces, second copies (a piece it sent to more than one host) and
+how many pieces each host got from it.
 """
 import datetime
 import glob
@@ -29,7 +31,7 @@ def stamp(line):
 
 
 def main(run):
-    verified, announced, waits = {}, {}, {}
+    verified, announced, waits, sources = {}, {}, {}, {}
     hosts = sorted(glob.glob(os.path.join(run, "swarmfs-lazy", "h*")))
     if not hosts:
         sys.exit(f"boot-trace: no swarmfs-lazy host logs under {run}")
@@ -45,6 +47,7 @@ def main(run):
                 t = stamp(line)
                 if "piece verified" in line:
                     verified[(h, int(f_["piece"]))] = (t, f_["peer"], int(f_["ms"]))
+                    sources.setdefault(h, []).append((int(f_["piece"]), f_["peer"].split(":")[0]))
                 elif "read waited" in line:
                     last = int(f_["first_piece"]) + int(f_["pieces"]) - 1
                     waits[h].append((t - int(f_["ms"]) / 1000, last, int(f_["ms"])))
@@ -95,7 +98,18 @@ def main(run):
         v = sorted(cats[k])
         out[k] = {"n": len(v), "p50_ms": round(statistics.median(v)),
                   "p90_ms": round(v[int(len(v) * 0.9)]), "total_s": round(sum(v) / 1000, 1)}
-    print(json.dumps({"run": run, "hosts": len(hosts), "waits_ms": out}))
+    # What the origin sent (second copies cost its scarce uplink; a host it sends nothing
+    # to is one it keeps choked).
+    sent = {}
+    per_host = {}
+    for h, got in sorted(sources.items()):
+        mine = [p for p, ip in got if ip == origin]
+        per_host[h] = len(mine)
+        for p in mine:
+            sent[p] = sent.get(p, 0) + 1
+    origin_out = {"pieces": len(sent), "second_copies": sum(n - 1 for n in sent.values()),
+                  "pieces_per_host": per_host}
+    print(json.dumps({"run": run, "hosts": len(hosts), "waits_ms": out, "origin": origin_out}))
 
 
 if __name__ == "__main__":
