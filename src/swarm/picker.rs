@@ -62,6 +62,11 @@ pub const SEEDER_STAGGER: Duration = Duration::from_millis(30);
 /// 32 also while reads wait made boot ~2 s slower.
 const SEEDER_WINDOW: usize = 32;
 
+/// Chunks in flight to all peers but the origin together (each peer: this over the live
+/// peer connections, 4 to 16): what keeps a host's downlink busy, leaving the origin
+/// its share of it.
+const PEER_WINDOW_BUDGET: usize = 128;
+
 /// Hosts past this place in a piece's order all take their turn together.
 const STAGGER_RANKS: usize = 4;
 
@@ -191,6 +196,10 @@ impl librqbit::piece_picker::PiecePicker for Picker {
     fn seeder_request_window(&self) -> Option<usize> {
         // Only while no read waits: a read's piece queues behind the whole window.
         self.background_allowed().then_some(SEEDER_WINDOW)
+    }
+
+    fn peer_request_window(&self, live_peers: usize) -> Option<usize> {
+        Some((PEER_WINDOW_BUDGET / live_peers.max(1)).clamp(4, 16))
     }
 
     fn may_ask_seeder(&self, piece: u32, peers: &[IpAddr]) -> bool {

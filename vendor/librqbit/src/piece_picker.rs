@@ -51,6 +51,15 @@ pub trait PiecePicker: Send + Sync {
         true
     }
 
+    /// The request window for a peer that is not a seeder, given how many such peer
+    /// connections are live, when it should differ from the session's. Chunks in flight
+    /// share this host's downlink roughly by count: with sixteen hosts each asking each
+    /// peer for 16, the origin got ~1/8 of it, and served the few hosts it unchokes at
+    /// half its rate.
+    fn peer_request_window(&self, _live_peers: usize) -> Option<usize> {
+        None
+    }
+
     /// The request window for a seeder peer now, when it should differ from the
     /// session's: the origin's uplink is the fleet's bottleneck, and a window sized for
     /// a read's latency leaves it idle between requests on a loaded link.

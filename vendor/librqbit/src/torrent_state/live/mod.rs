@@ -2420,8 +2420,15 @@ impl PeerHandler {
             .peers
             .with_live(self.addr, |live| {
                 let window = picker
-                    .filter(|_| live.seeder && full_window)
-                    .and_then(|p| p.seeder_request_window())
+                    .filter(|_| full_window)
+                    .and_then(|p| {
+                        if live.seeder {
+                            p.seeder_request_window()
+                        } else {
+                            let s = self.state.peers.stats();
+                            p.peer_request_window(s.live.saturating_sub(s.live_seeders) as usize)
+                        }
+                    })
                     .unwrap_or(request_window);
                 live.requested_inflight_count() < window + extra
             })
