@@ -369,6 +369,24 @@ mod tests {
     }
 
     #[test]
+    fn peers_share_one_request_budget_but_small_swarms_keep_full_windows() {
+        use librqbit::piece_picker::PiecePicker;
+        let r = release(&[("a", 1 << 16)], 16 << 10);
+        let picker = Picker::new(&r, Arc::new(PieceMap::new(r.piece_count())), None);
+        let window = |n| picker.peer_request_window(n).unwrap();
+        // Up to 8 peer connections: 16 chunks each, as before the budget.
+        for n in 0..=8 {
+            assert_eq!(window(n), 16, "{n} connections");
+        }
+        // An 8-host fleet (14 connections) and a 16-host one (~30): the budget, split.
+        assert_eq!(window(14), PEER_WINDOW_BUDGET / 14);
+        assert!(window(14) * 14 <= PEER_WINDOW_BUDGET);
+        // Never below 4 chunks, however many peers.
+        assert_eq!(window(30), 4);
+        assert_eq!(window(1000), 4);
+    }
+
+    #[test]
     fn hosts_agree_on_who_asks_the_origin_first_and_one_address_never_waits() {
         use librqbit::piece_picker::PiecePicker;
         let ip = |i: u8| IpAddr::from([10, 77, 0, i]);
