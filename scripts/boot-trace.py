@@ -31,7 +31,7 @@ def stamp(line):
 
 
 def main(run):
-    verified, announced, waits, sources = {}, {}, {}, {}
+    verified, announced, waits = {}, {}, {}
     hosts = sorted(glob.glob(os.path.join(run, "swarmfs-lazy", "h*")))
     if not hosts:
         sys.exit(f"boot-trace: no swarmfs-lazy host logs under {run}")
@@ -47,7 +47,6 @@ def main(run):
                 t = stamp(line)
                 if "piece verified" in line:
                     verified[(h, int(f_["piece"]))] = (t, f_["peer"], int(f_["ms"]))
-                    sources.setdefault(h, []).append((int(f_["piece"]), f_["peer"].split(":")[0]))
                 elif "read waited" in line:
                     last = int(f_["first_piece"]) + int(f_["pieces"]) - 1
                     waits[h].append((t - int(f_["ms"]) / 1000, last, int(f_["ms"])))
@@ -101,11 +100,10 @@ def main(run):
     # What the origin sent (second copies cost its scarce uplink; a host it sends nothing
     # to is one it keeps choked).
     sent = {}
-    per_host = {}
-    for h, got in sorted(sources.items()):
-        mine = [p for p, ip in got if ip == origin]
-        per_host[h] = len(mine)
-        for p in mine:
+    per_host = {os.path.basename(d): 0 for d in hosts}
+    for (h, p), (_, peer, _) in verified.items():
+        if peer.split(":")[0] == origin:
+            per_host[h] += 1
             sent[p] = sent.get(p, 0) + 1
     origin_out = {"pieces": len(sent), "second_copies": sum(n - 1 for n in sent.values()),
                   "pieces_per_host": per_host}

@@ -200,7 +200,7 @@ impl Fetcher {
                     // 2 MiB of prefetch on a saturated link. Measured on a 4-host fleet
                     // (boot median / full max / origin ratio): 32 chunks 11.8 s / 19.7 s /
                     // 3.56, 16 chunks 9.2 s / 18.1 s / 3.02, 8 chunks 8.7 s / 23.0 s / 3.95.
-                    max_request_window: Some(16),
+                    max_request_window: Some(picker::PEER_WINDOW),
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -55,12 +55,14 @@ pub const URGENT_STEAL_AFTER: std::time::Duration = std::time::Duration::from_mi
 /// other peer has yet.
 pub const SEEDER_STAGGER: Duration = Duration::from_millis(30);
 
-/// Chunks in flight to the origin while no read waits (other peers: 16, see
-/// `swarm::Fetcher::start`). Requests and the chunks sent back queue ~50 ms each way on
-/// loaded links, so 16 chunks (256 KiB) kept the origin's uplink busy only ~80% of the
-/// time. 8 hosts, 256 MB, two runs each: full 34.3-35.8 s with 32, 36.7-38.3 s with 16;
+/// Chunks in flight to the origin while no read waits (other peers: [`PEER_WINDOW`]).
+/// Requests and the chunks sent back queue ~50 ms each way on loaded links, so 16
+/// chunks (256 KiB) kept the origin's uplink busy only ~80% of the time. 8 hosts, 256 MB, two runs each: full 34.3-35.8 s with 32, 36.7-38.3 s with 16;
 /// 32 also while reads wait made boot ~2 s slower.
 const SEEDER_WINDOW: usize = 32;
+
+/// Chunks in flight per peer, at most (the session's window, `swarm::Fetcher::start`).
+pub const PEER_WINDOW: usize = 16;
 
 /// Chunks in flight to all peers but the origin together (each peer: this over the live
 /// peer connections, 4 to 16): what keeps a host's downlink busy, leaving the origin
@@ -199,7 +201,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
     }
 
     fn peer_request_window(&self, live_peers: usize) -> Option<usize> {
-        Some((PEER_WINDOW_BUDGET / live_peers.max(1)).clamp(4, 16))
+        Some((PEER_WINDOW_BUDGET / live_peers.max(1)).clamp(4, PEER_WINDOW))
     }
 
     fn may_ask_seeder(&self, piece: u32, peers: &[IpAddr]) -> bool {
