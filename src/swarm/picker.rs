@@ -57,8 +57,9 @@ pub const SEEDER_STAGGER: Duration = Duration::from_millis(30);
 
 /// Chunks in flight to the origin while no read waits (other peers: [`PEER_WINDOW`]).
 /// Requests and the chunks sent back queue ~50 ms each way on loaded links, so 16
-/// chunks (256 KiB) kept the origin's uplink busy only ~80% of the time. 8 hosts, 256 MB, two runs each: full 34.3-35.8 s with 32, 36.7-38.3 s with 16;
-/// 32 also while reads wait made boot ~2 s slower.
+/// chunks (256 KiB) kept the origin's uplink busy only ~80% of the time. 8 hosts,
+/// 256 MB, two runs each: full 34.3-35.8 s with 32, 36.7-38.3 s with 16; 32 also while
+/// reads wait made boot ~2 s slower.
 const SEEDER_WINDOW: usize = 32;
 
 /// Chunks in flight per peer, at most (the session's window, `swarm::Fetcher::start`).
