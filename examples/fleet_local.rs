@@ -225,6 +225,7 @@ async fn main() -> anyhow::Result<()> {
             store.pieces().clone(),
             &swarm_opts(listen, addrs.clone()),
             true,
+            &[],
         )
         .await?;
         addrs.push(listen);

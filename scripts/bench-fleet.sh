@@ -5,6 +5,9 @@
 # Prints fleet.sh's JSON lines; after each swarmfs-lazy line, one more line with every
 # host's CPU seconds per GB received and peak RSS (from the "mount ends" log line), and
 # one with where the boot time went (scripts/boot-trace.py).
+# With SWARMFS_PROFILE=record, a boot profile is first recorded the way an operator would
+# (scripts/record-profile.sh: one local mount of the release, the benchmark's boot reader
+# run through it) and every host mounts with --boot-profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=${FLEET_BENCH:-$(cd .. && pwd)/shared/bench}
@@ -15,6 +18,27 @@ export SWARMFS_BIN=$PWD/target/release/swarmfs
 # The mounts log every read that waited and every piece's source (target swarmfs::piece),
 # for scripts/boot-trace.py.
 export RUST_LOG=${RUST_LOG:-swarmfs=info,librqbit=warn,librqbit_core=warn,swarmfs::piece=debug}
+if [ "${SWARMFS_PROFILE:-}" = record ]; then
+	size=256 seed=1 piece=256
+	args=("$@")
+	for ((i = 0; i < ${#args[@]} - 1; i++)); do
+		case ${args[i]} in
+		--size-mb) size=${args[i + 1]} ;;
+		--seed) seed=${args[i + 1]} ;;
+		--piece-kb) piece=${args[i + 1]} ;;
+		esac
+	done
+	rel=$WORKDIR/releases/rel-${size}m-s$seed
+	mkdir -p "$WORKDIR/releases"
+	python3 "$BENCH/gen_release.py" --out "$rel" --size-mb "$size" --seed "$seed" --reuse >&2
+	# swarmfs's own torrent of the release: a profile names paths, so it serves the
+	# fleet's torrent (made by mktorrent) as well.
+	target/release/swarmfs publish "$rel" --piece-size "${piece}K" --out "$WORKDIR/record.torrent" >/dev/null
+	profile=$WORKDIR/boot.profile
+	RUST_LOG=swarmfs=warn scripts/record-profile.sh "$WORKDIR/record.torrent" "$rel" "$profile" -- \
+		sh -c 'python3 "$0/reader.py" boot --root "$MNT" --manifest "$1" --out /dev/null' "$BENCH" "$rel.manifest.json"
+	export SWARMFS_MOUNT_ARGS="${SWARMFS_MOUNT_ARGS:-} --boot-profile $profile"
+fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 "$BENCH/fleet.sh" --workdir "$WORKDIR" "$@" | tee "$out"

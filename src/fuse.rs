@@ -65,6 +65,9 @@ pub struct SwarmFs {
     pub readahead: crate::fs::readahead::Readahead,
     /// Whether the kernel accepted passthrough at init.
     pub passthrough_enabled: std::sync::atomic::AtomicBool,
+    /// Records a boot profile (`mount --record-profile`): every read must then reach the
+    /// daemon, so passthrough stays off.
+    pub recorder: Option<Arc<crate::profile::Recorder>>,
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -113,7 +116,8 @@ impl Filesystem for SwarmFs {
         let _ = config.set_max_readahead(1 << 20);
         // Complete files are read by the kernel from the cache file itself (passthrough,
         // Linux 6.9+): native speed. Backing files may sit on overlayfs (stack depth 2).
-        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+        if self.recorder.is_none()
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok()
         {
             self.passthrough_enabled.store(true, Ordering::Relaxed);
@@ -253,6 +257,9 @@ impl Filesystem for SwarmFs {
         let pieces = self.fetcher.pieces();
         if plan.len == 0 {
             return reply.data(&[]);
+        }
+        if let Some(r) = &self.recorder {
+            r.record(plan.entry, plan.offset, plan.len);
         }
         // A sequential reader's next pieces are asked for now, hit or miss.
         let window = self.readahead.on_read(ino.0, plan.offset, plan.len);

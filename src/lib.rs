@@ -8,6 +8,7 @@
 //! - [`swarm`]: the only user of librqbit: sessions, peers, trackers, seeding, fetching.
 //! - [`control`]: the per-mount socket `status` and `prewarm` talk to; [`metrics`].
 //! - [`mountpoint`]: the kernel's mount table.
+//! - [`profile`]: boot profiles, recorded on one host and fetched first on the others.
 //! - [`sample`]: a generated sample release for the demo, tests and benchmarks.
 //! - [`usage`]: CPU time and peak memory of this process.
 //! - [`cmd`]: one file per subcommand, wiring only.
@@ -18,6 +19,7 @@ pub mod fs;
 pub mod fuse;
 pub mod metrics;
 pub mod mountpoint;
+pub mod profile;
 pub mod release;
 pub mod sample;
 pub mod store;

@@ -15,6 +15,7 @@ use crate::control::{self, MountInfo};
 use crate::fs::FsTree;
 use crate::fuse::{ReadStats, SwarmFs};
 use crate::mountpoint::{self, MountpointState, FSNAME_PREFIX};
+use crate::profile::{BootProfile, Recorder};
 use crate::release::Release;
 use crate::store::Store;
 use crate::swarm::{self, Fetcher};
@@ -54,6 +55,16 @@ pub struct MountArgs {
     /// How long to look for the metadata of a magnet link or infohash.
     #[arg(long, default_value = "60s", value_parser = super::parse_duration)]
     pub metadata_timeout: Duration,
+    /// A boot profile (what a server reads while it starts, in order: `path<TAB>offset<TAB>length`
+    /// per line, as --record-profile writes it): its pieces are fetched first, before
+    /// anything else of the background, so that the start-up reads find them here.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_prefetch")]
+    pub boot_profile: Option<PathBuf>,
+    /// Write a boot profile to FILE: every read that touches a piece no earlier read did,
+    /// in order, each line as it happens. Mount a release on one host with this, start
+    /// the service, unmount; then mount it everywhere with --boot-profile FILE.
+    #[arg(long, value_name = "FILE")]
+    pub record_profile: Option<PathBuf>,
     #[command(flatten)]
     pub swarm: SwarmArgs,
 }
@@ -75,6 +86,10 @@ pub fn run(args: MountArgs) -> Result<()> {
             "{} is already mounted ({fstype}); unmount it first (swarmfs unmount {0})",
             mnt.display()
         ),
+    }
+    // A bad profile is refused here, before a daemon starts, naming the file and line.
+    if let Some(path) = &args.boot_profile {
+        BootProfile::load(path)?;
     }
     if !args.foreground && std::env::var_os(READY_ENV).is_none() {
         return daemonize(&args, &mnt);
@@ -214,6 +229,32 @@ fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
         name = %release.name, infohash = %release.info_hash,
         present = pieces.present(), total = pieces.total(), "cache checked"
     );
+    let boot = match &args.boot_profile {
+        None => Vec::new(),
+        Some(path) => {
+            let p = BootProfile::load(path)?.pieces(&release);
+            if p.unknown_paths > 0 {
+                warn!(
+                    "{}: {} lines name files that {} does not have (a profile of another \
+                     release?); they are skipped",
+                    path.display(),
+                    p.unknown_paths,
+                    release.name
+                );
+            }
+            info!(
+                profile = %path.display(),
+                pieces = p.pieces.len(),
+                bytes = p.pieces.len() as u64 * release.piece_length,
+                "boot profile: these pieces come first"
+            );
+            p.pieces
+        }
+    };
+    let recorder = match &args.record_profile {
+        None => None,
+        Some(path) => Some(Arc::new(Recorder::create(path, &release)?)),
+    };
     let mut opts = args.swarm.options();
     opts.download_limit_bps = args.download_limit;
     let fetcher = rt
@@ -223,6 +264,7 @@ fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
             pieces.clone(),
             &opts,
             !args.no_prefetch,
+            &boot,
         ))
         .context("cannot join the swarm")?;
     let stats = Arc::new(ReadStats::default());
@@ -237,6 +279,7 @@ fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
         opens: Default::default(),
         readahead: Default::default(),
         passthrough_enabled: Default::default(),
+        recorder: recorder.clone(),
     };
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -320,6 +363,13 @@ fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
             Ok(false) => {}
             Err(e) => warn!("cannot unmount {}: {e}", mnt.display()),
         }
+    }
+    if let Some(r) = &recorder {
+        info!(
+            "boot profile {}: {} reads recorded",
+            r.path().display(),
+            r.lines()
+        );
     }
     let stats = fetcher.stats();
     let usage = crate::usage::usage();

@@ -156,13 +156,15 @@ pub struct Fetcher {
 
 impl Fetcher {
     /// Joins the swarm of `release`, downloading into `data_dir`. With `prefetch`, every
-    /// piece is fetched in the background; reads always jump the queue.
+    /// piece is fetched in the background, `boot` (a boot profile's pieces) first; reads
+    /// always jump the queue.
     pub async fn start(
         release: Arc<Release>,
         data_dir: PathBuf,
         pieces: Arc<PieceMap>,
         opts: &SwarmOptions,
         prefetch: bool,
+        boot: &[u32],
     ) -> Result<Arc<Fetcher>, SwarmError> {
         let span = info_span!("swarm", infohash = %release.info_hash);
         async move {
@@ -173,6 +175,7 @@ impl Fetcher {
                 &release,
                 pieces.clone(),
                 opts.listen.map(|a| a.ip()),
+                boot,
             ));
             let factory = cache_storage::CacheStorageFactory {
                 release: release.clone(),

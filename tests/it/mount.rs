@@ -542,3 +542,181 @@ fn a_magnet_or_infohash_mount_fetches_metadata_once_and_remounts_from_the_cache(
         stderr(&o)
     );
 }
+
+/// Bytes `range` of the cache's copy of `rel`, if the cache file exists.
+fn cached_bytes(cache: &Path, rel: &str, range: std::ops::Range<u64>) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let found = walk_files(cache)
+        .into_iter()
+        .find(|p| p.ends_with(Path::new("data").join(rel)))?;
+    let f = std::fs::File::open(found).ok()?;
+    let mut buf = vec![0u8; (range.end - range.start) as usize];
+    f.read_exact_at(&mut buf, range.start).ok()?;
+    Some(buf)
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_recorded_boot_profile_is_fetched_first_on_the_next_host() {
+    let f = fixture(24 << 20, 60);
+    let sport = free_port();
+    let peer = format!("127.0.0.1:{sport}");
+    // A slow seeder: the whole release takes ~12 s.
+    let _seeder = seed(&f.torrent, &f.dir, sport, &["--upload-limit", "2M"]);
+    // The start-up reads: two places deep inside the binary (its last class of
+    // background pieces without a profile) and the end of a library.
+    let bin_len = std::fs::metadata(f.dir.join("bin/appserver"))
+        .unwrap()
+        .len();
+    let lib_len = std::fs::metadata(f.dir.join("lib/libui.so.1"))
+        .unwrap()
+        .len();
+    let reads: Vec<(&str, u64, u64)> = vec![
+        ("bin/appserver", bin_len / 2, 4096),
+        ("lib/libui.so.1", lib_len - 1000, 1000),
+        ("bin/appserver", bin_len * 3 / 4, 4096),
+    ];
+    let read_at = |root: &Path, rel: &str, off: u64, len: u64| {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; len as usize];
+        std::fs::File::open(root.join(rel))
+            .unwrap()
+            .read_exact_at(&mut buf, off)
+            .unwrap();
+        buf
+    };
+
+    // Host 1 records while "the service starts".
+    let profile = f.t.path().join("boot.profile");
+    let mnt1 = f.t.path().join("mnt1");
+    let m1 = Mount::new(
+        f.torrent.to_str().unwrap(),
+        &mnt1,
+        &f.t.path().join("cache1"),
+        &[
+            "--peer",
+            &peer,
+            "--no-prefetch",
+            "--record-profile",
+            profile.to_str().unwrap(),
+        ],
+    );
+    for &(rel, off, len) in &reads {
+        assert_eq!(
+            read_at(&mnt1, rel, off, len),
+            read_at(&f.dir, rel, off, len)
+        );
+    }
+    m1.unmount();
+    let text = std::fs::read_to_string(&profile).unwrap();
+    let lines: Vec<(String, u64, u64)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let v: Vec<&str> = l.split('\t').collect();
+            (
+                v[0].to_string(),
+                v[1].parse().unwrap(),
+                v[2].parse().unwrap(),
+            )
+        })
+        .collect();
+    // Every read is covered by a line, in the order read, and nothing else was recorded
+    // (the kernel may have read ahead, so lines can be longer than the reads).
+    let mut at = 0;
+    for &(rel, off, len) in &reads {
+        let i = lines[at..]
+            .iter()
+            .position(|(p, o, l)| p == rel && *o <= off && off + len <= o + l)
+            .unwrap_or_else(|| panic!("{rel} at {off} not recorded in order: {text}"));
+        at += i + 1;
+    }
+    assert!(
+        lines.iter().all(|(p, _, _)| reads.iter().any(|r| r.0 == p)),
+        "only the files read are in the profile: {text}"
+    );
+
+    // Host 2 mounts with the profile: those bytes arrive long before the rest.
+    let mnt2 = f.t.path().join("mnt2");
+    let cache2 = f.t.path().join("cache2");
+    let m2 = Mount::new(
+        f.torrent.to_str().unwrap(),
+        &mnt2,
+        &cache2,
+        &["--peer", &peer, "--boot-profile", profile.to_str().unwrap()],
+    );
+    // Without the profile these pieces are in the last class of the background: at
+    // 2 MB/s, 4 s is a third of the release, taken early tier first.
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(4);
+    loop {
+        let all_here = reads.iter().all(|&(rel, off, len)| {
+            cached_bytes(&cache2, rel, off..off + len) == Some(read_at(&f.dir, rel, off, len))
+        });
+        if all_here {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the profile's bytes are not in the cache after 4 s: {}",
+            m2.status()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "the profile's bytes were cached {:?} after the mount",
+        start.elapsed()
+    );
+    let s = m2.status();
+    assert_eq!(s["complete"], false, "the rest should still be coming: {s}");
+    assert_eq!(
+        s["swarm_reads"], 0,
+        "nothing was read through the mount: {s}"
+    );
+    drop(m2);
+
+    // A bad profile is refused naming the file and line; a missing one names the file.
+    let bad = f.t.path().join("bad.profile");
+    std::fs::write(&bad, "bin/appserver\tten\t4\n").unwrap();
+    let o = try_mount(
+        f.torrent.to_str().unwrap(),
+        &f.t.path().join("mnt3"),
+        &f.t.path().join("cache3"),
+        &["--peer", &peer, "--boot-profile", bad.to_str().unwrap()],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("bad.profile, line 1") && e.contains("not a number"),
+        "{e}"
+    );
+    let o = try_mount(
+        f.torrent.to_str().unwrap(),
+        &f.t.path().join("mnt3"),
+        &f.t.path().join("cache3"),
+        &[
+            "--peer",
+            &peer,
+            "--boot-profile",
+            "/nonexistent/boot.profile",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("/nonexistent/boot.profile"),
+        "{}",
+        stderr(&o)
+    );
+}
