@@ -5,6 +5,8 @@
 //!
 //!     cargo run --release --example fleet_local -- --hosts 4 --size-mb 64 --rate-mbit 100
 //!
+//! `--profile 1` gives every host the start-up set as its boot profile.
+//!
 //! Each host reads a start-up set (the first eighth of `bin/appserver` front to back,
 //! the head of every library, a fifth of the small files and 16 page faults in the
 //! binary, in a fixed order) through the same calls the FUSE adapter makes, then waits
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use swarmfs::fs::readahead::Readahead;
+use swarmfs::profile::BootProfile;
 use swarmfs::release::{publish, EntryKind, PublishOptions, Release, DEFAULT_PIECE_LENGTH};
 use swarmfs::sample::{write_sample, SampleSpec};
 use swarmfs::store::Store;
@@ -28,6 +31,8 @@ struct Args {
     hosts: usize,
     size_mb: u64,
     rate_mbit: u64,
+    /// Mount with the start-up set as a boot profile (`mount --boot-profile`).
+    profile: bool,
 }
 
 fn args() -> Args {
@@ -35,6 +40,7 @@ fn args() -> Args {
         hosts: 4,
         size_mb: 64,
         rate_mbit: 100,
+        profile: false,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for w in v.chunks(2) {
@@ -43,8 +49,11 @@ fn args() -> Args {
             ("--hosts", Some(n)) => a.hosts = n as usize,
             ("--size-mb", Some(n)) => a.size_mb = n,
             ("--rate-mbit", Some(n)) => a.rate_mbit = n,
+            ("--profile", Some(n)) => a.profile = n != 0,
             _ => {
-                eprintln!("usage: fleet_local [--hosts N] [--size-mb MB] [--rate-mbit MBIT]");
+                eprintln!(
+                    "usage: fleet_local [--hosts N] [--size-mb MB] [--rate-mbit MBIT] [--profile 0|1]"
+                );
                 std::process::exit(2);
             }
         }
@@ -194,6 +203,18 @@ async fn main() -> anyhow::Result<()> {
         release.piece_count()
     );
     let reads = Arc::new(boot_set(&release));
+    // The start-up set as a boot profile, through the profile's own parser.
+    let boot_pieces = if a.profile {
+        let text: String = reads
+            .iter()
+            .map(|&(e, off, len)| format!("{}\t{off}\t{len}\n", release.entries[e].display_path()))
+            .collect();
+        BootProfile::parse(&text, std::path::Path::new("start-up set"))?
+            .pieces(&release)
+            .pieces
+    } else {
+        Vec::new()
+    };
     let rate = NonZeroU32::new((a.rate_mbit * 125_000) as u32);
     let swarm_opts = |listen: SocketAddr, peers: Vec<SocketAddr>| SwarmOptions {
         listen: Some(listen),
@@ -213,36 +234,44 @@ async fn main() -> anyhow::Result<()> {
         &swarm_opts(origin_addr, vec![]),
     )
     .await?;
-    let mut addrs = vec![origin_addr];
-    let mut fetchers = Vec::new();
-    for h in 0..a.hosts {
-        let listen = free_addr();
-        let cache = t.path().join(format!("cache-{h}"));
-        let store = Store::open(&cache, release.clone())?;
-        let f = Fetcher::start(
-            release.clone(),
-            store.data_dir(),
-            store.pieces().clone(),
-            &swarm_opts(listen, addrs.clone()),
-            true,
-            &[],
-        )
-        .await?;
-        addrs.push(listen);
-        fetchers.push((f, store));
-    }
-    eprintln!("{} hosts joined; reading", a.hosts);
+    // Every host starts at t0, as the fleet benchmark's mounts do: joining the swarm is
+    // part of a host's time, and no host prefetches before the others start.
+    let hosts: Vec<SocketAddr> = (0..a.hosts).map(|_| free_addr()).collect();
     let t0 = Instant::now();
-    let tasks: Vec<_> = fetchers
+    let tasks: Vec<_> = hosts
         .iter()
-        .map(|(f, _)| tokio::spawn(host(f.clone(), release.clone(), reads.clone(), t0)))
+        .enumerate()
+        .map(|(h, &listen)| {
+            let mut peers = vec![origin_addr];
+            peers.extend(hosts.iter().filter(|&&p| p != listen));
+            let opts = swarm_opts(listen, peers);
+            let cache = t.path().join(format!("cache-{h}"));
+            let (release, reads, boot_pieces) =
+                (release.clone(), reads.clone(), boot_pieces.clone());
+            tokio::spawn(async move {
+                let store = Store::open(&cache, release.clone())?;
+                let f = Fetcher::start(
+                    release.clone(),
+                    store.data_dir(),
+                    store.pieces().clone(),
+                    &opts,
+                    true,
+                    &boot_pieces,
+                )
+                .await?;
+                let (b, full) = host(f.clone(), release, reads, t0).await;
+                anyhow::Ok((f, store, b, full))
+            })
+        })
         .collect();
     let mut boot = Vec::new();
     let mut full = Vec::new();
+    let mut fetchers = Vec::new();
     for task in tasks {
-        let (b, f) = task.await?;
+        let (f, store, b, fl) = task.await??;
         boot.push(round(b));
-        full.push(round(f));
+        full.push(round(fl));
+        fetchers.push((f, store));
     }
     let size = release.total_length as f64;
     let received: Vec<f64> = fetchers
@@ -263,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
         "hosts": a.hosts,
         "size_bytes": release.total_length,
         "rate_mbit": a.rate_mbit,
+        "boot_profile": a.profile,
         "boot_reads": reads.len(),
         "boot_piece_bytes": boot_bytes,
         "boot_s": boot,
