@@ -73,6 +73,11 @@ pub struct Status {
     pub cpu_seconds: f64,
     #[serde(default)]
     pub peak_rss_bytes: u64,
+    /// With a boot profile (`mount --boot-profile`): its pieces here, and in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_pieces_present: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_pieces_total: Option<u64>,
     /// During `prewarm`: bytes wanted (every byte, or those of `--paths`) and local.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prewarm_total_bytes: Option<u64>,
@@ -99,6 +104,7 @@ impl MountInfo {
         let pieces = self.fetcher.pieces();
         let present = pieces.present();
         let usage = crate::usage::usage();
+        let boot = self.fetcher.boot_progress();
         Status {
             name: self.name.clone(),
             infohash: self.infohash.clone(),
@@ -125,6 +131,8 @@ impl MountInfo {
             swarm_error: s.error,
             cpu_seconds: usage.cpu_seconds,
             peak_rss_bytes: usage.peak_rss_bytes,
+            boot_pieces_present: boot.map(|b| b.0),
+            boot_pieces_total: boot.map(|b| b.1),
             prewarm_total_bytes: None,
             prewarm_present_bytes: None,
         }

@@ -39,6 +39,10 @@ pub fn update(s: &Status) {
     gauge!("swarmfs_bytes_total").set(s.total_bytes as f64);
     gauge!("swarmfs_peers").set(s.peers as f64);
     gauge!("swarmfs_complete").set(if s.complete { 1.0 } else { 0.0 });
+    if let (Some(here), Some(total)) = (s.boot_pieces_present, s.boot_pieces_total) {
+        gauge!("swarmfs_boot_profile_pieces_present").set(here as f64);
+        gauge!("swarmfs_boot_profile_pieces_total").set(total as f64);
+    }
     counter!("swarmfs_bytes_on_demand_total").absolute(s.swarm_read_bytes);
     counter!("swarmfs_bytes_downloaded_total").absolute(s.downloaded_bytes);
     counter!("swarmfs_bytes_prefetched_total")

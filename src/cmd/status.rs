@@ -48,7 +48,7 @@ fn print(s: &Status, json: bool) {
         return;
     }
     println!(
-        "{}\t{} ({})\t{}/{} bytes ({:.0}%){}\tpeers {}\tdown {:.1} MiB/s up {:.1} MiB/s\tuploaded {}\treads {} cached {} swarm\ttimeouts {} errors {} hash failures {}\tcpu {:.1} s rss {} MiB\tcache {}",
+        "{}\t{} ({})\t{}/{} bytes ({:.0}%){}{}\tpeers {}\tdown {:.1} MiB/s up {:.1} MiB/s\tuploaded {}\treads {} cached {} swarm\ttimeouts {} errors {} hash failures {}\tcpu {:.1} s rss {} MiB\tcache {}",
         s.mountpoint.display(),
         s.name,
         s.infohash,
@@ -56,6 +56,10 @@ fn print(s: &Status, json: bool) {
         s.total_bytes,
         100.0 * s.present_bytes as f64 / s.total_bytes.max(1) as f64,
         if s.complete { " complete" } else { "" },
+        match (s.boot_pieces_present, s.boot_pieces_total) {
+            (Some(h), Some(t)) => format!(", boot profile {h}/{t} pieces"),
+            _ => String::new(),
+        },
         s.peers,
         s.download_bps / 1048576.0,
         s.upload_bps / 1048576.0,

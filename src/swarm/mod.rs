@@ -301,6 +301,11 @@ impl Fetcher {
         &self.pieces
     }
 
+    /// The boot profile's pieces here, and in all; `None` without a profile.
+    pub fn boot_progress(&self) -> Option<(u64, u64)> {
+        self.picker.boot_progress()
+    }
+
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.session.listen_addr()
     }

@@ -171,6 +171,19 @@ impl Picker {
 }
 
 impl Picker {
+    /// The boot profile's pieces that are here, and how many it has; `None` without one.
+    pub fn boot_progress(&self) -> Option<(u64, u64)> {
+        if self.boot.is_empty() {
+            return None;
+        }
+        let here = self
+            .boot
+            .iter()
+            .filter(|&&p| self.pieces.has(p as u64))
+            .count();
+        Some((here as u64, self.boot.len() as u64))
+    }
+
     /// Whether every piece of the boot profile is here (true without a profile).
     fn boot_complete(&self) -> bool {
         use std::sync::atomic::Ordering;
