@@ -245,25 +245,7 @@ impl Recorder {
 mod tests {
     use super::*;
 
-    fn release(files: &[(&str, u64)], piece: u64) -> Release {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, len) in files {
-            let p = dir.path().join(name);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, vec![7u8; *len as usize]).unwrap();
-        }
-        let opts = crate::release::PublishOptions {
-            name: None,
-            piece_length: piece,
-            trackers: vec![],
-            comment: None,
-            creation_date: None,
-            private: false,
-        };
-        crate::release::publish(dir.path(), &opts, &|_| {})
-            .unwrap()
-            .release
-    }
+    use crate::release::test_release as release;
 
     #[test]
     fn parses_lines_and_names_the_bad_one() {

@@ -88,13 +88,15 @@ pub fn run(args: MountArgs) -> Result<()> {
         ),
     }
     // A bad profile is refused here, before a daemon starts, naming the file and line.
-    if let Some(path) = &args.boot_profile {
-        BootProfile::load(path)?;
-    }
+    let profile = args
+        .boot_profile
+        .as_deref()
+        .map(BootProfile::load)
+        .transpose()?;
     if !args.foreground && std::env::var_os(READY_ENV).is_none() {
         return daemonize(&args, &mnt);
     }
-    serve(args, mnt)
+    serve(args, mnt, profile)
 }
 
 /// Re-runs this command in the foreground as a detached child, logging to the cache
@@ -209,7 +211,7 @@ fn resolve(args: &MountArgs, rt: &tokio::runtime::Runtime) -> Result<Release> {
 }
 
 /// Mounts and serves until SIGINT/SIGTERM or an external unmount.
-fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
+fn serve(args: MountArgs, mnt: PathBuf, profile: Option<BootProfile>) -> Result<()> {
     // One runtime thread. librqbit hands each chunk's disk write and read to
     // `block_in_place` on a multi-threaded runtime, which moves the worker to another
     // thread every time: 8-host fleet, 256 MB, 21-25 CPU s per GB received and 28-38 MiB
@@ -229,10 +231,9 @@ fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
         name = %release.name, infohash = %release.info_hash,
         present = pieces.present(), total = pieces.total(), "cache checked"
     );
-    let boot = match &args.boot_profile {
-        None => Vec::new(),
-        Some(path) => {
-            let p = BootProfile::load(path)?.pieces(&release);
+    let boot = match (&args.boot_profile, profile) {
+        (Some(path), Some(profile)) => {
+            let p = profile.pieces(&release);
             if p.unknown_paths > 0 {
                 warn!(
                     "{}: {} lines name files that {} does not have (a profile of another \
@@ -250,6 +251,7 @@ fn serve(args: MountArgs, mnt: PathBuf) -> Result<()> {
             );
             p.pieces
         }
+        _ => Vec::new(),
     };
     let recorder = match &args.record_profile {
         None => None,

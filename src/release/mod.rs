@@ -14,3 +14,23 @@ pub(crate) use hash::open_nofollow;
 pub use hash::{HashError, Progress};
 pub use model::{Entry, EntryKind, InfoHash, Release, TorrentError};
 pub use verify::{present_pieces, verify_dir, VerifyError};
+
+/// A release published from files of the given sizes (each byte 7), for unit tests.
+#[cfg(test)]
+pub(crate) fn test_release(files: &[(&str, u64)], piece: u64) -> Release {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, len) in files {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, vec![7u8; *len as usize]).unwrap();
+    }
+    let opts = PublishOptions {
+        name: None,
+        piece_length: piece,
+        trackers: vec![],
+        comment: None,
+        creation_date: None,
+        private: false,
+    };
+    publish(dir.path(), &opts, &|_| {}).unwrap().release
+}

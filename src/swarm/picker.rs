@@ -168,9 +168,7 @@ impl Picker {
         }
         added
     }
-}
 
-impl Picker {
     /// The boot profile's pieces that are here, and how many it has; `None` without one.
     pub fn boot_progress(&self) -> Option<(u64, u64)> {
         if self.boot.is_empty() {
@@ -378,25 +376,7 @@ fn shuffle(v: &mut [u32], seed: u64) {
 mod tests {
     use super::*;
 
-    fn release(files: &[(&str, u64)], piece: u64) -> Release {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, len) in files {
-            let p = dir.path().join(name);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, vec![7u8; *len as usize]).unwrap();
-        }
-        let opts = crate::release::PublishOptions {
-            name: None,
-            piece_length: piece,
-            trackers: vec![],
-            comment: None,
-            creation_date: None,
-            private: false,
-        };
-        crate::release::publish(dir.path(), &opts, &|_| {})
-            .unwrap()
-            .release
-    }
+    use crate::release::test_release as release;
 
     #[test]
     fn start_up_pieces_come_first_every_piece_once_and_hosts_differ() {
