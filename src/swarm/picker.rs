@@ -63,25 +63,39 @@ pub const URGENT_STEAL_AFTER: std::time::Duration = std::time::Duration::from_mi
 pub const SEEDER_STAGGER: Duration = Duration::from_millis(30);
 
 /// Chunks in flight to the origin while no read waits (other peers: [`PEER_WINDOW`]).
-/// Requests and the chunks sent back queue ~50 ms each way on loaded links, so 16
-/// chunks (256 KiB) kept the origin's uplink busy only ~80% of the time. 8 hosts,
-/// 256 MB, two runs each: full 34.3-35.8 s with 32, 36.7-38.3 s with 16; 32 also while
-/// reads wait made boot ~2 s slower.
-const SEEDER_WINDOW: usize = 32;
+/// A request to the origin queues behind the chunks its host uploads, and the chunks
+/// it sends back queue behind the origin's other hosts', so a window must cover a
+/// round trip of ~100-150 ms at a quarter of the origin's rate (aria2 serves about
+/// four hosts at a time). Session 5, 8 hosts, 256 MB: full 34.3-35.8 s with 32,
+/// 36.7-38.3 s with 16. Session 7, once the peers' windows were cut to the queue the
+/// links hold ([`PEER_WINDOW_BUDGET`]), 16 hosts, 128 MB: full 20.5-20.6 s with 64,
+/// 23.7-24.1 s with 32 or 16, 21.2 s with 128 (origin 1.41 copies); 8 hosts: the
+/// same within the noise. 64 also while reads wait: boot 1-2 s slower at both sizes.
+const SEEDER_WINDOW: usize = 64;
 
 /// Chunks in flight per peer, at most (the session's window, `swarm::Fetcher::start`).
 pub const PEER_WINDOW: usize = 16;
 
 /// Chunks in flight to all peers but the origin together (each peer: this over the live
-/// peer connections, 4 to 16): what keeps a host's downlink busy, leaving the origin
-/// its share of it. The links' queues are FIFOs: a host's downlink is shared by its
-/// flows about in proportion to what each has in flight, and the origin, serving only
-/// the few hosts aria2 unchokes, got ~20% of theirs (its uplink ran at ~65% during
-/// boot). 8 hosts, 256 MB (~14 connections, so 9 chunks each at 128, 4 at 48): with a
-/// boot profile, boot 14.0-14.6 s at 128, 11.8-12.7 s at 48 (and 32); without one,
-/// boot 25.0 s and slowest host 33.9 s at 48 (27.6 s and 37.5 s at 128). At 16 hosts
-/// (~30 connections) both give the floor of 4.
-const PEER_WINDOW_BUDGET: usize = 48;
+/// peer connections, [`PEER_WINDOW_FLOOR`] to [`PEER_WINDOW`]): 384 KiB, what keeps a
+/// host's downlink busy while its queue stays short. A link's queue is a FIFO shared
+/// by every flow into the host; what a host has in flight beyond the link's round
+/// trip waits in it, and so does the origin's flow, whose sender sizes its window from
+/// the path's empty round trip (BBR; so does every Linux host here) and so sent at a
+/// fraction of its rate while the hosts' downlinks stood ~50 ms deep (`ss -ti` at the
+/// origin: 22-70 packets in flight, 50 ms round trips, no loss; its uplink at 5-7 of
+/// 12.5 MB/s while the fleet booted). Session 6 set 48 (from 128); with the floor of 4
+/// a 16-host fleet (~15-30 connections) still had 60-120 chunks in flight. Session 7,
+/// with a boot profile, 16 hosts, 128 MB (boot / full): 48 and 4, 11.1-12.3 / 24.2-35.3
+/// s; 32 and 2, 10.6 / 26.1 s; 24, 16 or 8 and 1 (one chunk per peer at 16 hosts),
+/// 8.8-9.7 / 23.2-24.3 s. 8 hosts, 256 MB: 48 and 4, 12.5 / 32.5 s; 24 and 1, 10.8 /
+/// 30.1 s; 8 and 1, 10.7 / 29.5 s. The benchmark's links have no latency of their own;
+/// on a path with a real round trip this budget bounds a host's rate from peers at
+/// 384 KiB per round trip (see ARCHITECTURE.md, Known limits).
+const PEER_WINDOW_BUDGET: usize = 24;
+
+/// Chunks in flight per peer connection, at least.
+const PEER_WINDOW_FLOOR: usize = 1;
 
 /// Hosts past this place in a piece's order all take their turn together.
 const STAGGER_RANKS: usize = 4;
@@ -259,7 +273,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
     }
 
     fn peer_request_window(&self, live_peers: usize) -> Option<usize> {
-        Some((PEER_WINDOW_BUDGET / live_peers.max(1)).clamp(4, PEER_WINDOW))
+        Some((PEER_WINDOW_BUDGET / live_peers.max(1)).clamp(PEER_WINDOW_FLOOR, PEER_WINDOW))
     }
 
     fn may_ask_seeder(&self, piece: u32, peers: &[IpAddr]) -> bool {
@@ -456,17 +470,18 @@ mod tests {
         let r = release(&[("a", 1 << 16)], 16 << 10);
         let picker = Picker::new(&r, Arc::new(PieceMap::new(r.piece_count())), None, &[]);
         let window = |n| picker.peer_request_window(n).unwrap();
-        // Up to 3 peer connections: 16 chunks each, as before the budget.
-        for n in 0..=3 {
+        // One peer connection: 16 chunks, as before the budget.
+        for n in 0..=1 {
             assert_eq!(window(n), 16, "{n} connections");
         }
         // Then the budget, split.
         assert_eq!(window(6), PEER_WINDOW_BUDGET / 6);
         assert!(window(6) * 6 <= PEER_WINDOW_BUDGET);
-        // Never below 4 chunks, however many peers (an 8-host fleet has ~14 connections).
-        assert_eq!(window(14), 4);
-        assert_eq!(window(30), 4);
-        assert_eq!(window(1000), 4);
+        assert_eq!(window(7), 3, "an 8-host fleet");
+        // Never below one chunk, however many peers (a 16-host fleet has ~15-30).
+        assert_eq!(window(15), 1);
+        assert_eq!(window(30), 1);
+        assert_eq!(window(1000), 1);
     }
 
     #[test]

@@ -190,6 +190,8 @@ impl Accept for TcpListener {
         ),
     )> {
         let (stream, addr) = self.accept().await.context("error accepting TCP")?;
+        // swarmfs patch: no Nagle (see stream_connect.rs).
+        let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         Ok((addr, (read, write)))
     }

@@ -246,6 +246,10 @@ impl StreamConnector {
                 return Ok(None);
             }
             let conn = self.tcp_connect(addr).await?;
+            // swarmfs patch: no Nagle. Requests and `have`s are a few bytes each and a
+            // piece message's last segment is short; with Nagle each waits until
+            // everything sent before it is acknowledged.
+            let _ = conn.set_nodelay(true);
             debug!(?addr, "connected over TCP");
             Ok::<_, librqbit_dualstack_sockets::Error>(Some(conn))
         };
