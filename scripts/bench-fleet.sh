@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 BENCH=${FLEET_BENCH:-$(cd .. && pwd)/shared/bench}
 WORKDIR=${FLEET_WORKDIR:-/dev/shm/swarmfs-fleet}
 [ -x "$BENCH/fleet.sh" ] || { echo "no fleet benchmark at $BENCH (set FLEET_BENCH)" >&2; exit 2; }
+# The rivals it runs side by side (btfs, aria2, opentracker, curl): a scenario whose tool
+# is missing is skipped, not failed, so install them first.
+scripts/install-deps.sh --bench
 cargo build --release --quiet --bin swarmfs
 export SWARMFS_BIN=$PWD/target/release/swarmfs
 # The mounts log every read that waited and every piece's source (target swarmfs::piece),

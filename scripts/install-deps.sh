@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what swarmfs's build, tests and demo need on Debian 12, as root.
 # Safe to run again: it installs only what is missing.
+# With --bench, also what ../shared/bench/fleet.sh runs beside swarmfs (btfs, curl, tc).
 set -euo pipefail
 
 pkgs=(
@@ -12,6 +13,9 @@ pkgs=(
 	mktorrent                   # torrents made by another tool
 	nginx                       # the web server of the deploy test
 )
+if [ "${1:-}" = --bench ]; then
+	pkgs+=(btfs curl iproute2)  # the fleet benchmark's lazy-FS rival, HTTP origin, namespaces
+fi
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
