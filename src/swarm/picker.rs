@@ -78,20 +78,13 @@ pub const PEER_WINDOW: usize = 16;
 
 /// Chunks in flight to all peers but the origin together (each peer: this over the live
 /// peer connections, [`PEER_WINDOW_FLOOR`] to [`PEER_WINDOW`]): 384 KiB, what keeps a
-/// host's downlink busy while its queue stays short. A link's queue is a FIFO shared
-/// by every flow into the host; what a host has in flight beyond the link's round
-/// trip waits in it, and so does the origin's flow, whose sender sizes its window from
-/// the path's empty round trip (BBR; so does every Linux host here) and so sent at a
-/// fraction of its rate while the hosts' downlinks stood ~50 ms deep (`ss -ti` at the
-/// origin: 22-70 packets in flight, 50 ms round trips, no loss; its uplink at 5-7 of
-/// 12.5 MB/s while the fleet booted). Session 6 set 48 (from 128); with the floor of 4
-/// a 16-host fleet (~15-30 connections) still had 60-120 chunks in flight. Session 7,
-/// with a boot profile, 16 hosts, 128 MB (boot / full): 48 and 4, 11.1-12.3 / 24.2-35.3
-/// s; 32 and 2, 10.6 / 26.1 s; 24, 16 or 8 and 1 (one chunk per peer at 16 hosts),
-/// 8.8-9.7 / 23.2-24.3 s. 8 hosts, 256 MB: 48 and 4, 12.5 / 32.5 s; 24 and 1, 10.8 /
-/// 30.1 s; 8 and 1, 10.7 / 29.5 s. The benchmark's links have no latency of their own;
-/// on a path with a real round trip this budget bounds a host's rate from peers at
-/// 384 KiB per round trip (see ARCHITECTURE.md, Known limits).
+/// host's downlink busy while its queue stays short. What a host has in flight beyond
+/// the link's round trip waits in its downlink's FIFO, and so does the origin's flow,
+/// whose sender (BBR) sizes its window from the empty round trip: with the queues full
+/// the origin sent at half its rate. 16 hosts, 128 MB, with a boot profile (boot /
+/// full): 48 and a floor of 4, 11.1-12.3 / 24.2-35.3 s; 24 and 1, 8.8-9.7 / 23.2-24.3 s.
+/// The measurements, the history and the limit on paths with latency of their own:
+/// ARCHITECTURE.md ("Request windows sized to the links' queues", "Known limits").
 const PEER_WINDOW_BUDGET: usize = 24;
 
 /// Chunks in flight per peer connection, at least.
