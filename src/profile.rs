@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::release::{EntryKind, Release};
+use crate::release::{EntryKind, Release, MIN_PIECE_LENGTH};
 
 /// Why a profile could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -150,14 +150,20 @@ impl BootProfile {
     }
 }
 
-/// Writes a profile while a mount is read: one line for every read that touches a piece
-/// no earlier read touched. Each line is written as it happens, so a killed mount leaves
-/// every read up to then.
+/// Writes a profile while a mount is read: one line for every read that touches a 16 KiB
+/// block of its file that no earlier read touched. Each line is written as it happens, so
+/// a killed mount leaves every read up to then.
+///
+/// Blocks of the file, not the recording torrent's pieces: the profile is replayed against
+/// torrents of other piece sizes and layouts (the next release, the fleet's own torrent
+/// made by another tool), and a read left out because its piece was already touched by a
+/// neighbour's read is a miss where the neighbour lies elsewhere. Seen in the fleet
+/// benchmark: a profile recorded at 256 KiB replayed at 64 KiB booted in 12.6 s with every
+/// piece it named local at 4.3 s. 16 KiB is the smallest piece a torrent can have.
 pub struct Recorder {
     path: PathBuf,
-    piece_length: u64,
-    /// Path and start in the release's byte stream, by entry index.
-    files: Vec<(String, u64)>,
+    /// Path and index of its first block in `RecorderState::seen`, by entry index.
+    files: Vec<(String, usize)>,
     state: Mutex<RecorderState>,
 }
 
@@ -175,6 +181,16 @@ impl Recorder {
             path: path.to_path_buf(),
             source,
         };
+        let mut blocks = 0;
+        let files = release
+            .entries
+            .iter()
+            .map(|e| {
+                let first = blocks;
+                blocks += e.length.div_ceil(MIN_PIECE_LENGTH) as usize;
+                (e.display_path(), first)
+            })
+            .collect();
         let mut file = std::fs::File::create(path).map_err(err)?;
         writeln!(
             file,
@@ -184,15 +200,10 @@ impl Recorder {
         .map_err(err)?;
         Ok(Recorder {
             path: path.to_path_buf(),
-            piece_length: release.piece_length,
-            files: release
-                .entries
-                .iter()
-                .map(|e| (e.display_path(), e.offset))
-                .collect(),
+            files,
             state: Mutex::new(RecorderState {
                 file,
-                seen: vec![false; release.piece_count() as usize],
+                seen: vec![false; blocks],
                 lines: 0,
                 failed: false,
             }),
@@ -202,18 +213,22 @@ impl Recorder {
     /// Records a read of `len` bytes at `offset` of entry `entry` (an index into
     /// `Release::entries`).
     pub fn record(&self, entry: usize, offset: u64, len: u64) {
-        let Some((path, file_start)) = self.files.get(entry) else {
+        let Some((path, first)) = self.files.get(entry) else {
             return;
         };
+        let next = self.files.get(entry + 1).map_or(usize::MAX, |f| f.1);
         if len == 0 {
             return;
         }
-        let (a, b) = (file_start + offset, file_start + offset + len);
-        let pieces = a / self.piece_length..b.div_ceil(self.piece_length);
+        let blocks = offset / MIN_PIECE_LENGTH..(offset + len).div_ceil(MIN_PIECE_LENGTH);
         let mut s = self.state.lock().expect("not poisoned");
         let mut new = false;
-        for p in pieces {
-            if let Some(seen) = s.seen.get_mut(p as usize) {
+        for b in blocks {
+            let i = first + b as usize;
+            if i >= next {
+                break;
+            }
+            if let Some(seen) = s.seen.get_mut(i) {
                 new |= !std::mem::replace(seen, true);
             }
         }
@@ -356,5 +371,49 @@ mod tests {
         let c = (conf.offset / piece) as u32;
         assert_eq!(replay.pieces, vec![a + 3, c, a, a + 1]);
         assert_eq!(replay.unknown_paths, 0);
+    }
+
+    #[test]
+    fn a_profile_recorded_with_large_pieces_serves_small_ones() {
+        let files = [("bin/app", 8 << 16)];
+        let big = release(&files, 64 << 10);
+        let small = release(&files, 16 << 10);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("boot.profile");
+        let rec = Recorder::create(&path, &big).unwrap();
+        let ia = big
+            .entries
+            .iter()
+            .position(|e| e.display_path() == "bin/app")
+            .unwrap();
+        let start = big.entries[ia].offset / (16 << 10);
+        rec.record(ia, 0, 4096);
+        rec.record(ia, 40 << 10, 4096); // the same 64 KiB piece, another 16 KiB block
+        rec.record(ia, 44 << 10, 4096); // a block already read: no line
+        assert_eq!(rec.lines(), 2);
+        let replay = BootProfile::load(&path).unwrap().pieces(&small);
+        assert_eq!(replay.pieces, vec![start as u32, start as u32 + 2]);
+    }
+
+    #[test]
+    fn a_read_is_recorded_though_a_neighbour_touched_its_piece() {
+        // Packed into one piece here; in another torrent of the same files (another tool's
+        // layout, another order) they may lie in different pieces.
+        let r = release(&[("a/x.txt", 1000), ("a/y.txt", 1000)], 16 << 10);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("boot.profile");
+        let rec = Recorder::create(&path, &r).unwrap();
+        let idx = |n: &str| {
+            r.entries
+                .iter()
+                .position(|e| e.display_path() == n)
+                .unwrap()
+        };
+        rec.record(idx("a/x.txt"), 0, 1000);
+        rec.record(idx("a/y.txt"), 0, 1000);
+        rec.record(idx("a/y.txt"), 500, 100); // y's block again: no line
+        assert_eq!(rec.lines(), 2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("a/y.txt\t0\t1000\n"), "{text}");
     }
 }

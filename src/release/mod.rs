@@ -12,7 +12,7 @@ mod verify;
 pub use create::{publish, PublishError, PublishOptions, Published, DEFAULT_PIECE_LENGTH};
 pub(crate) use hash::open_nofollow;
 pub use hash::{HashError, Progress};
-pub use model::{Entry, EntryKind, InfoHash, Release, TorrentError};
+pub use model::{Entry, EntryKind, InfoHash, Release, TorrentError, MIN_PIECE_LENGTH};
 pub use verify::{present_pieces, verify_dir, VerifyError};
 
 /// A release published from files of the given sizes (each byte 7), for unit tests.
