@@ -62,6 +62,9 @@ pub enum WriterRequest {
     Message(Message<'static>),
     UtMetadata(UtMetadata<ByteBufOwned>),
     UtPex(UtPex<ByteBufOwned>),
+    /// swarmfs patch: tell the peer we have just asked a seeder for this piece (sent only
+    /// if it declared `swarmfs_fetching`).
+    SwarmfsFetching(u32),
     ReadChunkRequest(ChunkInfo),
     Disconnect(anyhow::Result<()>),
 }
@@ -400,6 +403,16 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                     WriterRequest::UtPex(ut_pex) => {
                         Message::Extended(ExtendedMessage::UtPex(ut_pex.as_borrowed()))
                             .serialize(&mut *write_buf, ext_msg_ids)?
+                    }
+                    WriterRequest::SwarmfsFetching(piece) => {
+                        let Some(id) = ext_msg_ids().swarmfs_fetching else {
+                            continue;
+                        };
+                        Message::Extended(ExtendedMessage::Dyn(
+                            id,
+                            bencode::BencodeValue::Integer(i64::from(piece)),
+                        ))
+                        .serialize(&mut *write_buf, ext_msg_ids)?
                     }
                     WriterRequest::ReadChunkRequest(chunk) => {
                         #[allow(unused_mut)]

@@ -66,4 +66,15 @@ pub trait PiecePicker: Send + Sync {
     fn seeder_request_window(&self) -> Option<usize> {
         None
     }
+
+    /// A peer told us (BEP 10 message `swarmfs_fetching`) that it has just asked a seeder
+    /// for `piece`: it will have it shortly and announce it.
+    fn on_peer_fetching(&self, _piece: u32, _peer: std::net::IpAddr) {}
+
+    /// Whether another peer is fetching `piece` from a seeder now (see
+    /// `on_peer_fetching`): a seeder is then not asked for it in the background, and the
+    /// piece comes from that peer once it announces it.
+    fn fetching_elsewhere(&self, _piece: u32) -> bool {
+        false
+    }
 }

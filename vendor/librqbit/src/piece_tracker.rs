@@ -97,6 +97,10 @@ where
     /// swarmfs patch: for a seeder peer, whether it may be asked for this urgent or soon
     /// piece now (see `PiecePicker::may_ask_seeder`).
     pub may_ask_seeder: &'a dyn Fn(ValidPieceIndex) -> bool,
+    /// swarmfs patch: whether another peer is fetching this piece from a seeder now
+    /// (see `PiecePicker::fetching_elsewhere`): a seeder is not asked for it in the
+    /// background.
+    pub fetching_elsewhere: &'a dyn Fn(ValidPieceIndex) -> bool,
     /// swarmfs patch: only a priority piece (or a take-over of one), nothing else: a
     /// requester busy with a background piece looks for one a reader waits on.
     pub only_priority: bool,
@@ -311,7 +315,9 @@ impl PieceTracker {
                         continue;
                     }
                     let have = req.availability.get(i as usize).copied().unwrap_or(0);
-                    if req.peer_is_seeder && have > req.live_seeders.max(1) {
+                    if req.peer_is_seeder
+                        && (have > req.live_seeders.max(1) || (req.fetching_elsewhere)(piece))
+                    {
                         continue;
                     }
                     if best.is_none_or(|(b, _)| have < b) {
@@ -629,6 +635,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         });
@@ -641,6 +648,50 @@ mod tests {
                 assert_eq!(tracker.inflight_count(), 1);
             }
             _ => panic!("Expected Reserved, got {:?}", result),
+        }
+    }
+
+    #[test]
+    fn a_seeder_is_not_asked_for_a_piece_another_peer_fetches_from_it() {
+        // swarmfs patch: background order [3, 1, 4], only the seeder has any of them;
+        // another peer said it is fetching 3 from the seeder.
+        let chunks = make_test_chunk_tracker(5);
+        let mut tracker = PieceTracker::new(chunks);
+        let file_infos = make_test_file_infos(5);
+        let file_priorities = make_default_file_priorities(&file_infos);
+        let order = [vec![3u32, 1, 4]];
+        let availability = [1u32; 5];
+        let mut ask = |peer_is_seeder: bool| {
+            tracker.acquire_piece(AcquireRequest {
+                peer: peer(1),
+                peer_avg_time: None,
+                priority_pieces: std::iter::empty(),
+                file_priorities: &file_priorities,
+                file_infos: &file_infos,
+                peer_has_piece: |_| true,
+                can_steal: |_| true,
+                background_order: Some(&order),
+                availability: &availability,
+                soon: &[],
+                peer_is_seeder,
+                live_seeders: 1,
+                priority_steal_after: None,
+                background_allowed: true,
+                tiers_while_held_back: 0,
+                may_ask_seeder: &|_| true,
+                fetching_elsewhere: &|p| p.get() == 3,
+                only_priority: false,
+                seeders: &[],
+            })
+        };
+        match ask(true) {
+            AcquireResult::Reserved(piece) => assert_eq!(piece.get(), 1),
+            r => panic!("expected piece 1 from the seeder, got {r:?}"),
+        }
+        // A peer that is not a seeder is asked for it as usual.
+        match ask(false) {
+            AcquireResult::Reserved(piece) => assert_eq!(piece.get(), 3),
+            r => panic!("expected piece 3 from a peer, got {r:?}"),
         }
     }
 
@@ -673,6 +724,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         });
@@ -712,6 +764,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         });
@@ -756,6 +809,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         });
@@ -795,6 +849,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         });
@@ -835,6 +890,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         }) {
@@ -858,6 +914,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         }) {
@@ -883,6 +940,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         }) {
@@ -933,6 +991,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         });
@@ -953,6 +1012,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         });
@@ -981,6 +1041,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         });
@@ -1030,6 +1091,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         });
@@ -1067,6 +1129,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         });
@@ -1126,6 +1189,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         }) {
@@ -1153,6 +1217,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         }) {
@@ -1186,6 +1251,7 @@ mod tests {
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
             only_priority: false,
             seeders: &[],
         });
@@ -1230,6 +1296,7 @@ mod tests {
                 background_allowed: true,
                 tiers_while_held_back: 0,
                 may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
                 only_priority: true,
                 seeders,
             })
@@ -1277,6 +1344,7 @@ mod tests {
                 background_allowed: true,
                 tiers_while_held_back: 0,
                 may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
                 only_priority: true,
                 seeders: &seeders,
             })

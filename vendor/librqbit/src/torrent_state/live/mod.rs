@@ -1138,6 +1138,19 @@ impl PeerConnectionHandler for &'_ PeerHandler {
                         })?;
                 }
             }
+            Message::Extended(ExtendedMessage::Dyn(
+                peer_binary_protocol::MY_EXTENDED_SWARMFS_FETCHING,
+                bencode::BencodeValue::Integer(piece),
+            )) => {
+                // swarmfs patch: the peer has just asked a seeder for this piece.
+                if let (Some(picker), Ok(piece)) = (
+                    self.state.shared.options.piece_picker.as_ref(),
+                    u32::try_from(piece),
+                ) && self.state.lengths.validate_piece_index(piece).is_some()
+                {
+                    picker.on_peer_fetching(piece, self.addr.ip());
+                }
+            }
             Message::Extended(ExtendedMessage::UtPex(pex)) => {
                 if self.state.metadata.info.info().private {
                     warn!(
@@ -1199,6 +1212,13 @@ impl PeerConnectionHandler for &'_ PeerHandler {
                 .peers
                 .with_live_mut(self.addr, "update peer client name", |live| {
                     live.client_name = Some(client_name);
+                });
+        }
+        if hs.m.swarmfs_fetching.is_some() {
+            self.state
+                .peers
+                .with_live_mut(self.addr, "swarmfs_fetching", |live| {
+                    live.swarmfs_fetching = true;
                 });
         }
 
@@ -1492,6 +1512,11 @@ impl PeerHandler {
         };
         let may_ask_seeder =
             |p: ValidPieceIndex| picker.is_none_or(|pk| pk.may_ask_seeder(p.get(), &others));
+        let fetching_elsewhere =
+            |p: ValidPieceIndex| picker.is_some_and(|pk| pk.fetching_elsewhere(p.get()));
+        // swarmfs patch: a piece asked of a seeder is announced to the peers that take
+        // `swarmfs_fetching` (after the locks below are released).
+        let mut fetching: Option<ValidPieceIndex> = None;
         // swarmfs patch: the seeders, whose urgent pieces in flight other peers take over
         // (only urgent pieces are taken over: collected only while readers wait).
         let seeders: Vec<PeerHandle> = if picker.is_some() && self.readers_wait() {
@@ -1550,6 +1575,7 @@ impl PeerHandler {
                     background_allowed,
                     tiers_while_held_back,
                     may_ask_seeder: &may_ask_seeder,
+                    fetching_elsewhere: &fetching_elsewhere,
                     only_priority,
                     seeders: &seeders,
                     priority_pieces: urgent
@@ -1567,6 +1593,12 @@ impl PeerHandler {
                     })
                 });
 
+                if live.seeder
+                    && let AcquireResult::Reserved(piece) | AcquireResult::Stolen { piece, .. } =
+                        &result
+                {
+                    fetching = Some(*piece);
+                }
                 match result {
                     AcquireResult::Reserved(piece) => {
                         trace!("reserved piece {}", piece);
@@ -1600,6 +1632,16 @@ impl PeerHandler {
         // Process steal notification outside the peer lock to avoid deadlock
         if let Some((from_peer, piece)) = steal_info {
             self.state.peers.on_steal(from_peer, self.addr, piece);
+        }
+        if let Some(piece) = fetching {
+            for e in self.state.peers.states.iter() {
+                if let Some(live) = e.value().get_live()
+                    && live.swarmfs_fetching
+                    && !live.seeder
+                {
+                    let _ = live.tx.send(WriterRequest::SwarmfsFetching(piece.get()));
+                }
+            }
         }
 
         result

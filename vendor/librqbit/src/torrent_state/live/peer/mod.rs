@@ -264,6 +264,10 @@ pub(crate) struct LivePeerState {
 
     pub client_name: Option<String>,
 
+    /// swarmfs patch: the peer declared `swarmfs_fetching` in its extended handshake: it
+    /// is told which pieces we ask the origin for.
+    pub swarmfs_fetching: bool,
+
     pub peer_interested: bool,
 
     // This is used to track the pieces the peer has.
@@ -301,6 +305,7 @@ impl LivePeerState {
         LivePeerState {
             peer_id,
             client_name: None,
+            swarmfs_fetching: false,
             peer_interested: initial_interested,
             bitfield: BF::default(),
             seeder: false,
