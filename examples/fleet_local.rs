@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use swarmfs::fs::readahead::Readahead;
 use swarmfs::profile::BootProfile;
-use swarmfs::release::{publish, EntryKind, PublishOptions, Release, DEFAULT_PIECE_LENGTH};
+use swarmfs::release::{publish, EntryKind, PublishOptions, Release};
 use swarmfs::sample::{write_sample, SampleSpec};
 use swarmfs::store::Store;
 use swarmfs::swarm::{Fetcher, Seeder, SwarmOptions};
@@ -190,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     let opts = PublishOptions {
         name: None,
-        piece_length: DEFAULT_PIECE_LENGTH,
+        piece_length: 0, // publish's default
         trackers: vec![],
         comment: None,
         creation_date: None,

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::seed::{serve_until_signal, SwarmArgs};
 use super::ByteProgress;
-use crate::release::{self, PublishOptions, Release, DEFAULT_PIECE_LENGTH};
+use crate::release::{self, PublishOptions, Release};
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
@@ -22,9 +22,12 @@ pub struct PublishArgs {
     /// Release name (the torrent's `name`) [default: DIR's name].
     #[arg(long)]
     pub name: Option<String>,
-    /// Piece size: a power of two from 16K to 16M. Smaller pieces reach a first byte sooner.
-    #[arg(long, value_parser = super::parse_size, default_value_t = DEFAULT_PIECE_LENGTH)]
-    pub piece_size: u64,
+    /// Piece size: a power of two from 16K to 16M [default: 32K, doubled while the
+    /// release would have more than 16384 pieces]. A fleet's boot waits for every piece
+    /// its start-up reads touch, so smaller pieces boot it sooner; larger ones cost less
+    /// CPU per byte.
+    #[arg(long, value_parser = super::parse_size)]
+    pub piece_size: Option<u64>,
     /// Tracker announce URL (repeatable); the first is `announce`, all go in `announce-list`.
     #[arg(long = "tracker", value_name = "URL")]
     pub trackers: Vec<String>,
@@ -54,7 +57,7 @@ pub fn run(args: PublishArgs) -> Result<()> {
     }
     let opts = PublishOptions {
         name: args.name.clone(),
-        piece_length: args.piece_size,
+        piece_length: args.piece_size.unwrap_or(0),
         trackers: args.trackers.clone(),
         comment: args.comment.clone(),
         creation_date: args.creation_date.then(|| {
