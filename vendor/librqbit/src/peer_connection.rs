@@ -395,6 +395,24 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                 };
 
                 let len = match req {
+                    WriterRequest::Message(msg @ Message::Have(_)) => {
+                        // swarmfs patch: the other `have`s already waiting go in the same
+                        // write. With Nagle off each write is a packet, and a fleet
+                        // sends a `have` per piece to every peer (16 hosts, 32 KiB pieces:
+                        // ~60000 a host).
+                        let mut len = msg.serialize(&mut *write_buf, ext_msg_ids)?;
+                        while write_buf.len() - len >= 64 {
+                            match have_broadcast.try_recv() {
+                                Ok(id) if self.handler.should_transmit_have(id) => {
+                                    len += Message::Have(id.get())
+                                        .serialize(&mut write_buf[len..], ext_msg_ids)?;
+                                }
+                                Ok(_) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        len
+                    }
                     WriterRequest::Message(msg) => msg.serialize(&mut *write_buf, ext_msg_ids)?,
                     WriterRequest::UtMetadata(utm) => {
                         Message::Extended(ExtendedMessage::UtMetadata(utm.as_borrowed()))
