@@ -216,21 +216,18 @@ impl Recorder {
         let Some((path, first)) = self.files.get(entry) else {
             return;
         };
-        let next = self.files.get(entry + 1).map_or(usize::MAX, |f| f.1);
         if len == 0 {
             return;
         }
-        let blocks = offset / MIN_PIECE_LENGTH..(offset + len).div_ceil(MIN_PIECE_LENGTH);
+        // The file's blocks end where the next file's begin.
+        let end = self.files.get(entry + 1).map_or(usize::MAX, |f| f.1);
+        let a = first + (offset / MIN_PIECE_LENGTH) as usize;
+        let b = (first + (offset + len).div_ceil(MIN_PIECE_LENGTH) as usize).min(end);
         let mut s = self.state.lock().expect("not poisoned");
+        let b = b.min(s.seen.len());
         let mut new = false;
-        for b in blocks {
-            let i = first + b as usize;
-            if i >= next {
-                break;
-            }
-            if let Some(seen) = s.seen.get_mut(i) {
-                new |= !std::mem::replace(seen, true);
-            }
+        for seen in s.seen.get_mut(a..b).unwrap_or_default() {
+            new |= !std::mem::replace(seen, true);
         }
         if !new || s.failed {
             return;

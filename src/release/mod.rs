@@ -9,10 +9,7 @@ mod metainfo;
 mod model;
 mod verify;
 
-pub use create::{
-    default_piece_length, publish, PublishError, PublishOptions, Published,
-    MIN_DEFAULT_PIECE_LENGTH,
-};
+pub use create::{publish, PublishError, PublishOptions, Published};
 pub(crate) use hash::open_nofollow;
 pub use hash::{HashError, Progress};
 pub use model::{Entry, EntryKind, InfoHash, Release, TorrentError, MIN_PIECE_LENGTH};
