@@ -16,8 +16,12 @@ WORKDIR=${FLEET_WORKDIR:-/dev/shm/swarmfs-fleet}
 # The rivals it runs side by side (btfs, aria2, opentracker, curl): a scenario whose tool
 # is missing is skipped, not failed, so install them first.
 scripts/install-deps.sh --bench
-cargo build --release --quiet --bin swarmfs
-export SWARMFS_BIN=$PWD/target/release/swarmfs
+# SWARMFS_BIN benches a binary built elsewhere (say, the last commit's, side by side).
+if [ -z "${SWARMFS_BIN:-}" ]; then
+	cargo build --release --quiet --bin swarmfs
+	SWARMFS_BIN=$PWD/target/release/swarmfs
+fi
+export SWARMFS_BIN
 # The mounts log every read that waited and every piece's source (target swarmfs::piece),
 # for scripts/boot-trace.py.
 export RUST_LOG=${RUST_LOG:-swarmfs=info,librqbit=warn,librqbit_core=warn,swarmfs::piece=debug}
@@ -36,7 +40,7 @@ if [ "${SWARMFS_PROFILE:-}" = record ]; then
 	python3 "$BENCH/gen_release.py" --out "$rel" --size-mb "$size" --seed "$seed" --reuse >&2
 	# swarmfs's own torrent of the release: a profile names paths, so it serves the
 	# fleet's torrent (made by mktorrent) as well.
-	target/release/swarmfs publish "$rel" --piece-size "${piece}K" --out "$WORKDIR/record.torrent" >/dev/null
+	"$SWARMFS_BIN" publish "$rel" --piece-size "${piece}K" --out "$WORKDIR/record.torrent" >/dev/null
 	profile=$WORKDIR/boot.profile
 	RUST_LOG=swarmfs=warn scripts/record-profile.sh "$WORKDIR/record.torrent" "$rel" "$profile" -- \
 		sh -c 'python3 "$0/reader.py" boot --root "$MNT" --manifest "$1" --out /dev/null' "$BENCH" "$rel.manifest.json"

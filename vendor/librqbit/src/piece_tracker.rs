@@ -122,6 +122,11 @@ pub struct PieceTracker {
     /// swarmfs patch: pieces that failed their hash check with chunks from several peers:
     /// fetched from one peer only next time, so that a liar is found.
     single_source: std::collections::HashSet<ValidPieceIndex>,
+    /// swarmfs patch: per tier of the background order (identified by its address), how
+    /// many of its first pieces are here; pieces never stop being here, so the scan for
+    /// the rarest piece starts after them (each reservation scanned every tier from its
+    /// start: 16 hosts, 32 KiB pieces, ~5% of the CPU).
+    tier_cursors: (usize, Vec<usize>),
 }
 
 impl PieceTracker {
@@ -133,6 +138,7 @@ impl PieceTracker {
             chunks,
             inflight: HashMap::new(),
             single_source: Default::default(),
+            tier_cursors: (0, Vec::new()),
         }
     }
 
@@ -302,12 +308,23 @@ impl PieceTracker {
         // swarmfs patch: the application's background order, when it gives one.
         if let Some(tiers) = req.background_order {
             let lengths = *self.chunks.get_lengths();
+            let key = tiers.as_ptr() as usize;
+            if self.tier_cursors.0 != key || self.tier_cursors.1.len() != tiers.len() {
+                self.tier_cursors = (key, vec![0; tiers.len()]);
+            }
             for (t, tier) in tiers.iter().enumerate() {
                 if held_back && t >= req.tiers_while_held_back {
                     break;
                 }
+                let cursor = &mut self.tier_cursors.1[t];
+                while let Some(&i) = tier.get(*cursor) {
+                    match lengths.validate_piece_index(i) {
+                        Some(p) if !self.chunks.is_piece_have(p) => break,
+                        _ => *cursor += 1,
+                    }
+                }
                 let mut best: Option<(u32, ValidPieceIndex)> = None;
-                for &i in tier {
+                for &i in &tier[*cursor..] {
                     let Some(piece) = lengths.validate_piece_index(i) else {
                         continue;
                     };
@@ -693,6 +710,62 @@ mod tests {
             AcquireResult::Reserved(piece) => assert_eq!(piece.get(), 3),
             r => panic!("expected piece 3 from a peer, got {r:?}"),
         }
+    }
+
+    #[test]
+    fn the_background_scan_skips_only_pieces_that_are_here() {
+        // swarmfs patch: each tier's scan starts after its first pieces that are here;
+        // a piece that failed its check is taken again, and another order starts afresh.
+        let chunks = make_test_chunk_tracker(5);
+        let mut tracker = PieceTracker::new(chunks);
+        let file_infos = make_test_file_infos(5);
+        let file_priorities = make_default_file_priorities(&file_infos);
+        let order = [vec![0u32, 1, 2, 3, 4]];
+        let reversed = [vec![4u32, 3, 2, 1, 0]];
+        let availability = [2u32; 5];
+        let ask = |tracker: &mut PieceTracker, order: &[Vec<u32>]| {
+            match tracker.acquire_piece(AcquireRequest {
+                peer: peer(1),
+                peer_avg_time: None,
+                priority_pieces: std::iter::empty(),
+                file_priorities: &file_priorities,
+                file_infos: &file_infos,
+                peer_has_piece: |_| true,
+                can_steal: |_| false,
+                background_order: Some(order),
+                availability: &availability,
+                soon: &[],
+                peer_is_seeder: false,
+                live_seeders: 1,
+                priority_steal_after: None,
+                background_allowed: true,
+                tiers_while_held_back: 0,
+                may_ask_seeder: &|_| true,
+                fetching_elsewhere: &|_| false,
+                only_priority: false,
+                seeders: &[],
+            }) {
+                AcquireResult::Reserved(piece) => {
+                    tracker.take_inflight(piece);
+                    piece
+                }
+                r => panic!("expected a reserved piece, got {r:?}"),
+            }
+        };
+        let p0 = ask(&mut tracker, &order);
+        assert_eq!(p0.get(), 0);
+        tracker.mark_piece_hash_ok(p0);
+        let p1 = ask(&mut tracker, &order);
+        assert_eq!(p1.get(), 1);
+        tracker.mark_piece_hash_failed(p1);
+        assert_eq!(ask(&mut tracker, &order).get(), 1, "a failed piece is taken again");
+        tracker.mark_piece_hash_ok(p1);
+        let p4 = ask(&mut tracker, &reversed);
+        assert_eq!(p4.get(), 4);
+        tracker.mark_piece_hash_ok(p4);
+        assert_eq!(ask(&mut tracker, &order).get(), 2);
+        let p3 = ask(&mut tracker, &reversed);
+        assert_eq!(p3.get(), 3);
     }
 
     #[test]

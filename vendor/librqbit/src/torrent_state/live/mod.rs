@@ -1705,6 +1705,7 @@ impl PeerHandler {
                 debug!(target: "swarmfs::piece", piece = have, peer = %self.addr, "urgent piece announced");
             }
         }
+        let mut allocated = false;
         self.state
             .peers
             .with_live_mut(self.addr, "on_have", |live| {
@@ -1712,13 +1713,14 @@ impl PeerHandler {
                 // send bitfields.
                 if live.bitfield.is_empty() {
                     live.bitfield = make_piece_bitfield(&self.state.lengths);
+                    allocated = true; // wakes `wait_for_bitfield`
                 }
-                match live.bitfield.get_mut(have as usize) {
-                    Some(mut v) => {
-                        if !*v {
+                let total = self.state.lengths.total_pieces() as usize;
+                match live.bitfield.get(have as usize).map(|v| *v) {
+                    Some(had) => {
+                        if !had && live.set_have(have as usize, total) {
                             self.state.peers.availability.inc(have as usize);
                         }
-                        *v = true
                     }
                     None => {
                         warn!(
@@ -1739,10 +1741,24 @@ impl PeerHandler {
                     debug!("peer has full torrent");
                 }
             });
-        self.on_bitfield_notify.notify_waiters();
-        // swarmfs patch: a requester that found nothing to ask this peer for sleeps up to
-        // 5 s; the piece it just announced may be one a reader waits on.
-        self.state.new_pieces_notify.notify_waiters();
+        // swarmfs patch: only this peer's requester can ask for what it announced, and
+        // only if we lack the piece: wake it alone (it sleeps up to 5 s when it found
+        // nothing to ask for). Waking every requester of the torrent on every `have`
+        // (16 hosts, 32 KiB pieces: ~60000 a host, each waking ~16 requesters that
+        // scanned the picker's order again) cost more CPU than hashing the data.
+        let needed = self
+            .state
+            .lengths
+            .validate_piece_index(have)
+            .is_some_and(|p| {
+                self.state
+                    .lock_read("on_have")
+                    .get_pieces()
+                    .is_ok_and(|t| !t.chunks().is_piece_have(p))
+            });
+        if needed || allocated {
+            self.on_bitfield_notify.notify_waiters();
+        }
     }
 
     fn on_bitfield(&self, bitfield: ByteBufOwned) -> anyhow::Result<()> {
@@ -1863,6 +1879,8 @@ impl PeerHandler {
 
             // Acquire a piece using the strategy: try steal (10x) → reserve → steal (3x).
             let new_piece_notify = self.state.new_pieces_notify.notified();
+            // swarmfs patch: a piece this peer announces wakes this requester alone.
+            let announced = self.on_bitfield_notify.notified();
             let next = match self.acquire_next_piece(false)? {
                 Some(next) => next,
                 None => {
@@ -1873,20 +1891,17 @@ impl PeerHandler {
                     if let Some(p) = self.state.shared.options.piece_picker.as_ref() {
                         p.urgent(&mut urgent);
                     }
+                    // Otherwise 500 ms (was 5 s): besides the wake-ups below, work can
+                    // appear with time (an endgame steal, a hold on the origin expiring).
                     let wait = if urgent.is_empty() || !self.is_seeder() {
-                        Duration::from_secs(5)
+                        Duration::from_millis(500)
                     } else {
                         Duration::from_millis(10)
                     };
-                    match aframe!(tokio::time::timeout(
-                        // Half of default rw timeout not to race with it.
-                        wait,
-                        new_piece_notify
-                    ))
-                    .await
-                    {
-                        Ok(()) => debug!("woken up, new pieces might be available"),
-                        Err(_) => debug!("woken up by sleep timer"),
+                    tokio::select! {
+                        _ = new_piece_notify => debug!("woken up, new pieces might be available"),
+                        _ = announced => debug!("woken up, the peer announced a piece"),
+                        _ = tokio::time::sleep(wait) => debug!("woken up by sleep timer"),
                     }
                     continue;
                 }
@@ -1973,6 +1988,7 @@ impl PeerHandler {
             };
             let slot_freed = slots.notified();
             let new_pieces = self.state.new_pieces_notify.notified();
+            let announced = self.on_bitfield_notify.notified();
             if self.can_send_request_beyond(0) {
                 return Ok(true);
             }
@@ -1990,9 +2006,11 @@ impl PeerHandler {
             } else {
                 Duration::from_secs(1)
             };
+            // A piece this peer announces matters here only while readers wait.
             tokio::select! {
                 _ = slot_freed => {}
                 _ = new_pieces => {}
+                _ = announced, if waiting => {}
                 _ = tokio::time::sleep(recheck) => {}
             }
         }

@@ -156,7 +156,7 @@ impl PeerStates {
         self.with_live_mut(handle, "update_bitfield", |live| {
             self.availability.apply(&live.bitfield, false);
             self.availability.apply(&bitfield, true);
-            live.bitfield = bitfield;
+            live.set_bitfield(bitfield, total_pieces);
             self.update_seeder_flag(live, total_pieces);
         })
     }
@@ -303,7 +303,7 @@ mod tests {
         for piece in 0..TOTAL_PIECES {
             peers
                 .with_live_mut(addr, "test", |live| {
-                    *live.bitfield.get_mut(piece).unwrap() = true;
+                    assert!(live.set_have(piece, TOTAL_PIECES));
                     peers.update_seeder_flag(live, TOTAL_PIECES);
                 })
                 .unwrap();
