@@ -20,7 +20,15 @@ struct Limit {
 impl Limit {
     fn new_inner(bps: Option<NonZeroU32>) -> Option<Arc<RateLimiter>> {
         let bps = bps?;
-        Some(Arc::new(RateLimiter::direct(Quota::per_second(bps))))
+        // swarmfs patch: a burst of 50 ms (at least 256 KiB, the most a peer may ask for
+        // at once, or all of `bps` if that is less), not a whole second: with a second's
+        // burst a limited peer took its first `bps` bytes at once, and 4 hosts on
+        // 127.0.0.1 (examples/fleet_local) booted in 0.4 s against 1.06 s at their rate.
+        let burst = NonZeroU32::new((bps.get() / 20).max(bps.get().min(256 * 1024)))
+            .unwrap_or(bps);
+        Some(Arc::new(RateLimiter::direct(
+            Quota::per_second(bps).allow_burst(burst),
+        )))
     }
 
     fn new(bps: Option<NonZeroU32>) -> Self {
