@@ -120,6 +120,8 @@ pub struct Picker {
     me: Option<IpAddr>,
     /// The pieces of the boot profile, if any, and whether they are all here yet.
     boot: Vec<u32>,
+    /// The same pieces, sorted, to look one up.
+    boot_sorted: Vec<u32>,
     boot_done: std::sync::atomic::AtomicBool,
     /// Pieces other hosts said they asked the origin for, and when.
     fetching: Mutex<HashMap<u32, Instant>>,
@@ -142,6 +144,11 @@ impl Picker {
             ahead: Mutex::new(Default::default()),
             order: background_order(release, seed, boot).into(),
             boot: boot.to_vec(),
+            boot_sorted: {
+                let mut b = boot.to_vec();
+                b.sort_unstable();
+                b
+            },
             boot_done: std::sync::atomic::AtomicBool::new(boot.is_empty()),
             fetching: Mutex::new(HashMap::new()),
             pieces,
@@ -211,6 +218,10 @@ impl Picker {
     }
 
     /// Whether every piece of the boot profile is here (true without a profile).
+    fn in_boot(&self, piece: u32) -> bool {
+        self.boot_sorted.binary_search(&piece).is_ok()
+    }
+
     fn boot_complete(&self) -> bool {
         use std::sync::atomic::Ordering;
         if self.boot_done.load(Ordering::Relaxed) {
@@ -325,6 +336,14 @@ impl librqbit::piece_picker::PiecePicker for Picker {
 
     fn fetching_elsewhere(&self, piece: u32) -> bool {
         self.fetched_elsewhere_within(piece, FETCHING_HOLDS)
+    }
+
+    /// Once this host has booted, the `have`s of pieces outside the boot profile may
+    /// wait a moment to go out together: the fleet's hosts boot at about the same time,
+    /// and nobody waits on the rest at once. Without a profile nothing waits (hosts then
+    /// boot on reads that each wait for the swarm).
+    fn have_may_wait(&self, piece: u32) -> bool {
+        !self.boot.is_empty() && !self.in_boot(piece) && self.boot_complete()
     }
 }
 
@@ -597,5 +616,21 @@ mod tests {
         // Without an address of its own (listening on 0.0.0.0) a host never waits.
         let anywhere = Picker::new(&r, pieces, Some(IpAddr::from([0, 0, 0, 0])), &[]);
         assert!(anywhere.may_ask_seeder(late, &fleet));
+    }
+
+    #[test]
+    fn haves_wait_only_after_the_boot_and_outside_the_profile() {
+        use librqbit::piece_picker::PiecePicker;
+        let r = release(&[("bin/app", 8 << 14)], 16 << 10);
+        let pieces = Arc::new(PieceMap::new(r.piece_count()));
+        // Without a profile every `have` goes at once.
+        let plain = Picker::new(&r, pieces.clone(), None, &[]);
+        assert!(!plain.have_may_wait(5));
+        let picker = Picker::new(&r, pieces.clone(), None, &[2, 1]);
+        assert!(!picker.have_may_wait(5), "the boot is not done yet");
+        pieces.set(1);
+        pieces.set(2);
+        assert!(picker.have_may_wait(5));
+        assert!(!picker.have_may_wait(2), "a profile piece goes at once");
     }
 }

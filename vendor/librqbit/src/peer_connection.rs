@@ -44,6 +44,10 @@ pub trait PeerConnectionHandler {
     ) -> anyhow::Result<()>;
     async fn on_received_message(&self, msg: Message<'_>) -> anyhow::Result<()>;
     fn should_transmit_have(&self, id: ValidPieceIndex) -> bool;
+    /// swarmfs patch: whether this `have` may wait up to `HAVE_DELAY` for others.
+    fn have_may_wait(&self, _piece: u32) -> bool {
+        false
+    }
     fn on_uploaded_bytes(&self, bytes: u32);
     fn read_chunk(&self, chunk: &ChunkInfo, buf: &mut [u8]) -> anyhow::Result<()>;
     fn update_my_extended_handshake(
@@ -56,6 +60,10 @@ pub trait PeerConnectionHandler {
         crate::client_name_and_version()
     }
 }
+
+/// swarmfs patch: how long a `have` the application lets wait (`have_may_wait`) waits
+/// for others to go out in the same write.
+const HAVE_DELAY: Duration = Duration::from_millis(25);
 
 #[derive(Debug)]
 pub enum WriterRequest {
@@ -352,9 +360,11 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
             trace!("sent unchoke");
 
             let mut broadcast_closed = false;
+            // swarmfs patch: a message that arrived while `have`s waited, sent next.
+            let mut pending: Option<WriterRequest> = None;
 
             loop {
-                let req = loop {
+                let req = if let Some(req) = pending.take() { req } else { loop {
                     break tokio::select! {
                         r = have_broadcast.recv(), if !broadcast_closed => match r {
                             Ok(id) => {
@@ -379,7 +389,7 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                             Err(_) => WriterRequest::Message(Message::KeepAlive),
                         }
                     };
-                };
+                } };
 
                 tokio::task::yield_now().await;
 
@@ -395,20 +405,51 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                 };
 
                 let len = match req {
-                    WriterRequest::Message(msg @ Message::Have(_)) => {
+                    WriterRequest::Message(msg @ Message::Have(first)) => {
                         // swarmfs patch: the other `have`s already waiting go in the same
                         // write. With Nagle off each write is a packet, and a fleet
                         // sends a `have` per piece to every peer (16 hosts, 32 KiB pieces:
-                        // ~60000 a host).
+                        // ~60000 a host). One the application lets wait (`have_may_wait`)
+                        // waits up to HAVE_DELAY for more, or for another message.
                         let mut len = msg.serialize(&mut *write_buf, ext_msg_ids)?;
+                        let mut may_wait = self.handler.have_may_wait(first);
+                        let deadline = tokio::time::Instant::now() + HAVE_DELAY;
                         while write_buf.len() - len >= 64 {
                             match have_broadcast.try_recv() {
                                 Ok(id) if self.handler.should_transmit_have(id) => {
+                                    may_wait &= self.handler.have_may_wait(id.get());
                                     len += Message::Have(id.get())
                                         .serialize(&mut write_buf[len..], ext_msg_ids)?;
+                                    continue;
                                 }
-                                Ok(_) => {}
-                                Err(_) => break,
+                                Ok(_) => continue,
+                                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
+                                    continue;
+                                }
+                                Err(_) => {}
+                            }
+                            if !may_wait || broadcast_closed {
+                                break;
+                            }
+                            tokio::select! {
+                                biased;
+                                r = outgoing_chan.recv() => {
+                                    pending = Some(r.ok_or(Error::TorrentIsNotLive)?);
+                                    break;
+                                }
+                                r = have_broadcast.recv() => match r {
+                                    Ok(id) if self.handler.should_transmit_have(id) => {
+                                        may_wait &= self.handler.have_may_wait(id.get());
+                                        len += Message::Have(id.get())
+                                            .serialize(&mut write_buf[len..], ext_msg_ids)?;
+                                    }
+                                    Ok(_) => {}
+                                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                        broadcast_closed = true;
+                                    }
+                                    Err(_) => {}
+                                },
+                                _ = tokio::time::sleep_until(deadline) => break,
                             }
                         }
                         len

@@ -77,4 +77,10 @@ pub trait PiecePicker: Send + Sync {
     fn fetching_elsewhere(&self, _piece: u32) -> bool {
         false
     }
+
+    /// Whether the `have` for `piece` may wait a moment (`HAVE_DELAY`) to go out in one
+    /// write with the next ones. False (at once) by default.
+    fn have_may_wait(&self, _piece: u32) -> bool {
+        false
+    }
 }

@@ -1278,6 +1278,15 @@ impl PeerConnectionHandler for &'_ PeerHandler {
         self.state.get_approx_have_bytes() > 0
     }
 
+    fn have_may_wait(&self, piece: u32) -> bool {
+        self.state
+            .shared
+            .options
+            .piece_picker
+            .as_ref()
+            .is_some_and(|p| p.have_may_wait(piece))
+    }
+
     fn should_transmit_have(&self, id: ValidPieceIndex) -> bool {
         if self.state.shared.options.disable_upload() {
             return false;
