@@ -118,10 +118,9 @@ pub struct Picker {
     seed: u64,
     /// This host's address as its peers see it, if known (see `may_ask_seeder`).
     me: Option<IpAddr>,
-    /// The pieces of the boot profile, if any, and whether they are all here yet.
+    /// The pieces of the boot profile, if any (sorted, to look one up), and whether they
+    /// are all here yet.
     boot: Vec<u32>,
-    /// The same pieces, sorted, to look one up.
-    boot_sorted: Vec<u32>,
     boot_done: std::sync::atomic::AtomicBool,
     /// Pieces other hosts said they asked the origin for, and when.
     fetching: Mutex<HashMap<u32, Instant>>,
@@ -143,8 +142,7 @@ impl Picker {
             urgent: Mutex::new(Vec::new()),
             ahead: Mutex::new(Default::default()),
             order: background_order(release, seed, boot).into(),
-            boot: boot.to_vec(),
-            boot_sorted: {
+            boot: {
                 let mut b = boot.to_vec();
                 b.sort_unstable();
                 b
@@ -217,11 +215,11 @@ impl Picker {
         Some((here as u64, self.boot.len() as u64))
     }
 
-    /// Whether every piece of the boot profile is here (true without a profile).
     fn in_boot(&self, piece: u32) -> bool {
-        self.boot_sorted.binary_search(&piece).is_ok()
+        self.boot.binary_search(&piece).is_ok()
     }
 
+    /// Whether every piece of the boot profile is here (true without a profile).
     fn boot_complete(&self) -> bool {
         use std::sync::atomic::Ordering;
         if self.boot_done.load(Ordering::Relaxed) {

@@ -414,15 +414,25 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                         let mut len = msg.serialize(&mut *write_buf, ext_msg_ids)?;
                         let mut may_wait = self.handler.have_may_wait(first);
                         let deadline = tokio::time::Instant::now() + HAVE_DELAY;
+                        // Appends the `have` if the peer should get it.
+                        let add = |id: ValidPieceIndex,
+                                   buf: &mut [u8],
+                                   len: &mut usize,
+                                   may_wait: &mut bool|
+                         -> Result<()> {
+                            if self.handler.should_transmit_have(id) {
+                                *may_wait &= self.handler.have_may_wait(id.get());
+                                *len += Message::Have(id.get())
+                                    .serialize(&mut buf[*len..], ext_msg_ids)?;
+                            }
+                            Ok(())
+                        };
                         while write_buf.len() - len >= 64 {
                             match have_broadcast.try_recv() {
-                                Ok(id) if self.handler.should_transmit_have(id) => {
-                                    may_wait &= self.handler.have_may_wait(id.get());
-                                    len += Message::Have(id.get())
-                                        .serialize(&mut write_buf[len..], ext_msg_ids)?;
+                                Ok(id) => {
+                                    add(id, &mut write_buf[..], &mut len, &mut may_wait)?;
                                     continue;
                                 }
-                                Ok(_) => continue,
                                 Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {
                                     continue;
                                 }
@@ -438,12 +448,7 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                                     break;
                                 }
                                 r = have_broadcast.recv() => match r {
-                                    Ok(id) if self.handler.should_transmit_have(id) => {
-                                        may_wait &= self.handler.have_may_wait(id.get());
-                                        len += Message::Have(id.get())
-                                            .serialize(&mut write_buf[len..], ext_msg_ids)?;
-                                    }
-                                    Ok(_) => {}
+                                    Ok(id) => add(id, &mut write_buf[..], &mut len, &mut may_wait)?,
                                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                                         broadcast_closed = true;
                                     }

@@ -1725,27 +1725,21 @@ impl PeerHandler {
                     allocated = true; // wakes `wait_for_bitfield`
                 }
                 let total = self.state.lengths.total_pieces() as usize;
-                match live.bitfield.get(have as usize).map(|v| *v) {
-                    Some(had) => {
-                        if !had && live.set_have(have as usize, total) {
-                            self.state.peers.availability.inc(have as usize);
-                        }
-                    }
-                    None => {
-                        warn!(
-                            id = self.state.shared.id,
-                            info_hash = ?self.state.shared.info_hash,
-                            addr = ?self.addr,
-                            "received have {} out of range",
-                            have
-                        );
-                        return;
-                    }
-                };
+                if have as usize >= live.bitfield.len() {
+                    warn!(
+                        id = self.state.shared.id,
+                        info_hash = ?self.state.shared.info_hash,
+                        addr = ?self.addr,
+                        "received have {} out of range",
+                        have
+                    );
+                    return;
+                }
+                if live.set_have(have as usize, total) {
+                    self.state.peers.availability.inc(have as usize);
+                }
                 trace!("updated bitfield with have={}", have);
-                self.state
-                    .peers
-                    .update_seeder_flag(live, self.state.lengths.total_pieces() as usize);
+                self.state.peers.update_seeder_flag(live, total);
                 if live.seeder {
                     debug!("peer has full torrent");
                 }
