@@ -34,9 +34,31 @@ const FH_CACHED: u64 = 2;
 /// How an inode's files are open, and how many.
 pub enum Opens {
     /// Complete when first opened: the kernel reads the cache file itself.
-    Passthrough(BackingId, u64),
+    Passthrough(Arc<BackingId>, u64),
     /// Reads go through the daemon (and the page cache).
     Cached(u64),
+}
+
+impl Opens {
+    /// One more open, served the same way.
+    fn join(&mut self) -> Opened {
+        match self {
+            Opens::Passthrough(id, n) => {
+                *n += 1;
+                Opened::Passthrough(id.clone())
+            }
+            Opens::Cached(n) => {
+                *n += 1;
+                Opened::Cached
+            }
+        }
+    }
+}
+
+/// How one open is served.
+enum Opened {
+    Passthrough(Arc<BackingId>),
+    Cached,
 }
 
 /// Counters of the read path, for `status`.
@@ -99,6 +121,46 @@ fn errno(e: &FsError) -> Errno {
 }
 
 impl SwarmFs {
+    /// Counts one more open of a file that is open already, and says how it is served.
+    fn join_open(&self, ino: u64) -> Option<Opened> {
+        self.opens
+            .lock()
+            .expect("not poisoned")
+            .get_mut(&ino)
+            .map(Opens::join)
+    }
+
+    /// Counts the first open of a file: through `backing` if given, else through the
+    /// daemon. If another open got there first, joins it and hands `backing` back.
+    fn first_open(&self, ino: u64, backing: Option<BackingId>) -> (Opened, Option<BackingId>) {
+        let mut opens = self.opens.lock().expect("not poisoned");
+        if let Some(o) = opens.get_mut(&ino) {
+            return (o.join(), backing);
+        }
+        match backing {
+            Some(id) => {
+                let id = Arc::new(id);
+                opens.insert(ino, Opens::Passthrough(id.clone(), 1));
+                (Opened::Passthrough(id), None)
+            }
+            None => {
+                opens.insert(ino, Opens::Cached(1));
+                (Opened::Cached, None)
+            }
+        }
+    }
+
+    /// The entry of a file that passthrough can serve: passthrough is on and every
+    /// piece of the file is here.
+    fn complete_entry(&self, ino: u64) -> Option<usize> {
+        if !self.passthrough_enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let (entry, pieces) = self.tree.file_pieces(ino).ok()?;
+        (!pieces.is_empty() && self.fetcher.pieces().first_missing(pieces).is_none())
+            .then_some(entry)
+    }
+
     fn read_cached(&self, plan: &ReadPlan) -> Result<Vec<u8>, FsError> {
         self.store
             .read(plan.entry, plan.offset, plan.len)
@@ -163,51 +225,35 @@ impl Filesystem for SwarmFs {
         // The kernel keeps an inode in one I/O mode at a time: an open in the other mode
         // fails with EIO. A file that completes while it is open through the daemon stays
         // so until its last such open is released.
-        let mut opens = self.opens.lock().expect("not poisoned");
-        match opens.get_mut(&ino.0) {
-            Some(Opens::Passthrough(id, n)) => {
-                *n += 1;
-                self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
-                return reply.opened_passthrough(
-                    FileHandle(FH_PASSTHROUGH),
-                    FopenFlags::empty(),
-                    id,
-                );
-            }
-            Some(Opens::Cached(n)) => {
-                *n += 1;
-                return reply.opened(FileHandle(FH_CACHED), FopenFlags::FOPEN_KEEP_CACHE);
-            }
-            None => {}
-        }
-        if self.passthrough_enabled.load(Ordering::Relaxed) {
-            if let Ok((entry, pieces)) = self.tree.file_pieces(ino.0) {
-                if !pieces.is_empty() && self.fetcher.pieces().first_missing(pieces).is_none() {
-                    let backing = std::fs::File::open(self.store.data_path(entry))
-                        .and_then(|f| reply.open_backing(&f));
-                    match backing {
-                        Ok(id) => {
-                            reply.opened_passthrough(
-                                FileHandle(FH_PASSTHROUGH),
-                                FopenFlags::empty(),
-                                &id,
-                            );
-                            opens.insert(ino.0, Opens::Passthrough(id, 1));
-                            self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                        Err(e) => {
+        // No system call runs under the `opens` lock (opening the cache file, registering
+        // or closing a backing id, replying): four FUSE threads open and release files at
+        // once, and a lock held across a system call put them to sleep on each other.
+        let opened = match self.join_open(ino.0) {
+            Some(opened) => opened,
+            None => {
+                let backing = self.complete_entry(ino.0).and_then(|entry| {
+                    std::fs::File::open(self.store.data_path(entry))
+                        .and_then(|f| reply.open_backing(&f))
+                        .map_err(|e| {
                             debug!(
                                 "passthrough unavailable ({e}); serving reads through the daemon"
                             );
                             self.passthrough_enabled.store(false, Ordering::Relaxed);
-                        }
-                    }
-                }
+                        })
+                        .ok()
+                });
+                let (opened, unused) = self.first_open(ino.0, backing);
+                drop(unused); // another open of the file came first
+                opened
             }
+        };
+        match opened {
+            Opened::Passthrough(id) => {
+                self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+                reply.opened_passthrough(FileHandle(FH_PASSTHROUGH), FopenFlags::empty(), &id)
+            }
+            Opened::Cached => reply.opened(FileHandle(FH_CACHED), FopenFlags::FOPEN_KEEP_CACHE),
         }
-        opens.insert(ino.0, Opens::Cached(1));
-        reply.opened(FileHandle(FH_CACHED), FopenFlags::FOPEN_KEEP_CACHE)
     }
 
     fn release(
@@ -220,22 +266,23 @@ impl Filesystem for SwarmFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let mut opens = self.opens.lock().expect("not poisoned");
-        let last = match opens.get_mut(&ino.0) {
-            Some(Opens::Passthrough(_, n)) if fh.0 == FH_PASSTHROUGH => {
-                *n -= 1;
-                *n == 0
-            }
-            Some(Opens::Cached(n)) if fh.0 == FH_CACHED => {
-                *n -= 1;
-                *n == 0
-            }
-            _ => false,
+        let closed = {
+            let mut opens = self.opens.lock().expect("not poisoned");
+            let last = match opens.get_mut(&ino.0) {
+                Some(Opens::Passthrough(_, n)) if fh.0 == FH_PASSTHROUGH => {
+                    *n -= 1;
+                    *n == 0
+                }
+                Some(Opens::Cached(n)) if fh.0 == FH_CACHED => {
+                    *n -= 1;
+                    *n == 0
+                }
+                _ => false,
+            };
+            last.then(|| opens.remove(&ino.0)).flatten()
         };
-        if last {
-            opens.remove(&ino.0); // closes the backing file id, if any
-        }
         reply.ok();
+        drop(closed); // closes the backing id, if any, outside the lock
     }
 
     fn read(

@@ -344,6 +344,53 @@ fn a_file_that_completes_while_open_can_still_be_opened_and_read() {
     );
 }
 
+#[test]
+fn threads_opening_the_same_complete_files_at_once_all_read_them() {
+    // open and release register and close backing ids outside the daemon's lock of
+    // open files: two first opens of one file, or an open beside the last release, race.
+    let f = fixture(2 << 20, 40);
+    let sport = free_port();
+    let _seed = seed(&f.torrent, &f.dir, sport, &[]);
+    let mnt = f.t.path().join("mnt");
+    let m = Mount::new(
+        f.torrent.to_str().unwrap(),
+        &mnt,
+        &f.t.path().join("cache"),
+        &["--peer", &format!("127.0.0.1:{sport}")],
+    );
+    let o = swarmfs(&["prewarm", mnt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files: Vec<_> = walk_files(&f.dir)
+        .into_iter()
+        .filter(|p| !p.is_symlink())
+        .map(|p| {
+            let rel = p.strip_prefix(&f.dir).unwrap().to_path_buf();
+            let want = std::fs::read(&p).unwrap();
+            (rel, want)
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    for (rel, want) in &files {
+                        let got = std::fs::read(mnt.join(rel))
+                            .unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
+                        assert!(&got == want, "{} differs", rel.display());
+                    }
+                }
+            });
+        }
+    });
+    let st = m.status();
+    assert!(
+        st["passthrough_opens"].as_u64().unwrap()
+            >= 8 * 20 * files.iter().filter(|(_, b)| !b.is_empty()).count() as u64,
+        "every open of a complete file (not empty) is a passthrough one: {st}"
+    );
+    assert_eq!(st["read_errors"].as_u64().unwrap(), 0, "{st}");
+}
+
 fn http_get(port: u16, path: &str) -> String {
     use std::io::Write;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
