@@ -60,6 +60,9 @@ pub struct Status {
     pub download_bps: f64,
     pub upload_bps: f64,
     pub passthrough_opens: u64,
+    /// Complete files whose cache file was registered with the kernel for passthrough
+    /// (a file opened again while its backing id is kept is not counted again).
+    pub backing_files: u64,
     pub cached_reads: u64,
     pub swarm_reads: u64,
     pub swarm_read_bytes: u64,
@@ -122,6 +125,7 @@ impl MountInfo {
             download_bps: s.download_bps,
             upload_bps: s.upload_bps,
             passthrough_opens: self.stats.passthrough_opens.load(Ordering::Relaxed),
+            backing_files: self.stats.backing_files.load(Ordering::Relaxed),
             cached_reads: self.stats.cached_reads.load(Ordering::Relaxed),
             swarm_reads: self.stats.swarm_reads.load(Ordering::Relaxed),
             swarm_read_bytes: self.stats.swarm_read_bytes.load(Ordering::Relaxed),

@@ -55,6 +55,26 @@ impl Opens {
     }
 }
 
+/// Backing ids of complete files are kept after their last close, so that opening one
+/// again makes no system call: up to this many files.
+const IDLE_BACKINGS: usize = 4096;
+
+/// The files open now, and the complete files open no more whose backing ids are kept.
+pub struct OpenFiles {
+    open: HashMap<u64, Opens>,
+    /// Least recently closed first.
+    idle: lru::LruCache<u64, Arc<BackingId>>,
+}
+
+impl Default for OpenFiles {
+    fn default() -> Self {
+        OpenFiles {
+            open: HashMap::new(),
+            idle: lru::LruCache::new(IDLE_BACKINGS.try_into().expect("not zero")),
+        }
+    }
+}
+
 /// How one open is served.
 enum Opened {
     Passthrough(Arc<BackingId>),
@@ -65,6 +85,7 @@ enum Opened {
 #[derive(Debug, Default)]
 pub struct ReadStats {
     pub passthrough_opens: AtomicU64,
+    pub backing_files: AtomicU64,
     pub cached_reads: AtomicU64,
     pub swarm_reads: AtomicU64,
     pub swarm_read_bytes: AtomicU64,
@@ -83,7 +104,7 @@ pub struct SwarmFs {
     /// Display paths by entry index, for messages.
     pub paths: Arc<Vec<String>>,
     /// Open files by inode, and how they are open.
-    pub opens: Mutex<HashMap<u64, Opens>>,
+    pub opens: Mutex<OpenFiles>,
     pub readahead: crate::fs::readahead::Readahead,
     /// Whether the kernel accepted passthrough at init.
     pub passthrough_enabled: std::sync::atomic::AtomicBool,
@@ -121,30 +142,33 @@ fn errno(e: &FsError) -> Errno {
 }
 
 impl SwarmFs {
-    /// Counts one more open of a file that is open already, and says how it is served.
+    /// Counts one more open of a file that is open already, or of a complete file whose
+    /// backing id is kept, and says how it is served.
     fn join_open(&self, ino: u64) -> Option<Opened> {
-        self.opens
-            .lock()
-            .expect("not poisoned")
-            .get_mut(&ino)
-            .map(Opens::join)
+        let mut files = self.opens.lock().expect("not poisoned");
+        if let Some(o) = files.open.get_mut(&ino) {
+            return Some(o.join());
+        }
+        let id = files.idle.pop(&ino)?;
+        files.open.insert(ino, Opens::Passthrough(id.clone(), 1));
+        Some(Opened::Passthrough(id))
     }
 
     /// Counts the first open of a file: through `backing` if given, else through the
     /// daemon. If another open got there first, joins it and hands `backing` back.
     fn first_open(&self, ino: u64, backing: Option<BackingId>) -> (Opened, Option<BackingId>) {
-        let mut opens = self.opens.lock().expect("not poisoned");
-        if let Some(o) = opens.get_mut(&ino) {
+        let mut files = self.opens.lock().expect("not poisoned");
+        if let Some(o) = files.open.get_mut(&ino) {
             return (o.join(), backing);
         }
         match backing {
             Some(id) => {
                 let id = Arc::new(id);
-                opens.insert(ino, Opens::Passthrough(id.clone(), 1));
+                files.open.insert(ino, Opens::Passthrough(id.clone(), 1));
                 (Opened::Passthrough(id), None)
             }
             None => {
-                opens.insert(ino, Opens::Cached(1));
+                files.open.insert(ino, Opens::Cached(1));
                 (Opened::Cached, None)
             }
         }
@@ -234,6 +258,9 @@ impl Filesystem for SwarmFs {
                 let backing = self.complete_entry(ino.0).and_then(|entry| {
                     std::fs::File::open(self.store.data_path(entry))
                         .and_then(|f| reply.open_backing(&f))
+                        .inspect(|_| {
+                            self.stats.backing_files.fetch_add(1, Ordering::Relaxed);
+                        })
                         .map_err(|e| {
                             debug!(
                                 "passthrough unavailable ({e}); serving reads through the daemon"
@@ -267,8 +294,8 @@ impl Filesystem for SwarmFs {
         reply: ReplyEmpty,
     ) {
         let closed = {
-            let mut opens = self.opens.lock().expect("not poisoned");
-            let last = match opens.get_mut(&ino.0) {
+            let mut files = self.opens.lock().expect("not poisoned");
+            let last = match files.open.get_mut(&ino.0) {
                 Some(Opens::Passthrough(_, n)) if fh.0 == FH_PASSTHROUGH => {
                     *n -= 1;
                     *n == 0
@@ -279,10 +306,16 @@ impl Filesystem for SwarmFs {
                 }
                 _ => false,
             };
-            last.then(|| opens.remove(&ino.0)).flatten()
+            // A complete file's backing id is kept for its next open (the least recently
+            // closed one beyond IDLE_BACKINGS is closed); a file read through the daemon
+            // is forgotten, so that its next open can be a passthrough one.
+            match last.then(|| files.open.remove(&ino.0)).flatten() {
+                Some(Opens::Passthrough(id, _)) => files.idle.push(ino.0, id).map(|(_, id)| id),
+                _ => None,
+            }
         };
         reply.ok();
-        drop(closed); // closes the backing id, if any, outside the lock
+        drop(closed); // closes a backing id, if one goes, outside the lock
     }
 
     fn read(

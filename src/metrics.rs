@@ -51,6 +51,7 @@ pub fn update(s: &Status) {
     counter!("swarmfs_read_timeouts_total").absolute(s.read_timeouts);
     counter!("swarmfs_read_errors_total").absolute(s.read_errors);
     counter!("swarmfs_passthrough_opens_total").absolute(s.passthrough_opens);
+    counter!("swarmfs_backing_files_total").absolute(s.backing_files);
     counter!("swarmfs_hash_failures_total").absolute(s.hash_failures);
     gauge!("swarmfs_cpu_seconds").set(s.cpu_seconds);
     gauge!("swarmfs_peak_rss_bytes").set(s.peak_rss_bytes as f64);

@@ -389,6 +389,29 @@ fn threads_opening_the_same_complete_files_at_once_all_read_them() {
         "every open of a complete file (not empty) is a passthrough one: {st}"
     );
     assert_eq!(st["read_errors"].as_u64().unwrap(), 0, "{st}");
+    // A complete file's backing id outlives its last close: opened again and again, its
+    // cache file is registered with the kernel once.
+    let (rel, want) = files.iter().find(|(_, b)| !b.is_empty()).unwrap();
+    let before = m.status();
+    for _ in 0..3 {
+        assert!(&std::fs::read(mnt.join(rel)).unwrap() == want);
+    }
+    let after = m.status();
+    assert_eq!(
+        after["backing_files"], before["backing_files"],
+        "{before} -> {after}"
+    );
+    assert_eq!(
+        after["passthrough_opens"].as_u64().unwrap(),
+        before["passthrough_opens"].as_u64().unwrap() + 3
+    );
+    // Each file was registered by at most one first open per thread (first opens that
+    // race each register one; all but one are closed at once).
+    assert!(
+        after["backing_files"].as_u64().unwrap()
+            <= 8 * files.iter().filter(|(_, b)| !b.is_empty()).count() as u64,
+        "{after}"
+    );
 }
 
 fn http_get(port: u16, path: &str) -> String {
