@@ -312,20 +312,29 @@ fn bad_mountpoints_and_sources_get_clear_errors() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
 }
 
+/// A seed of the fixture on 127.0.0.1, and a mount of it at `mnt` that knows the seed.
+fn mount_beside_a_seed(f: &Fixture, mount_args: &[&str]) -> (Proc, std::path::PathBuf, Mount) {
+    let sport = free_port();
+    let seed = seed(&f.torrent, &f.dir, sport, &[]);
+    let mnt = f.t.path().join("mnt");
+    let peer = format!("127.0.0.1:{sport}");
+    let mut args = mount_args.to_vec();
+    args.extend(["--peer", &peer]);
+    let m = Mount::new(
+        f.torrent.to_str().unwrap(),
+        &mnt,
+        &f.t.path().join("cache"),
+        &args,
+    );
+    (seed, mnt, m)
+}
+
 #[test]
 fn a_file_that_completes_while_open_can_still_be_opened_and_read() {
     // The kernel keeps an inode in one I/O mode: a passthrough open of a file that is
     // still open through the daemon fails with EIO. Found by the 64-reader test.
     let f = fixture(4 << 20, 20);
-    let sport = free_port();
-    let _seed = seed(&f.torrent, &f.dir, sport, &[]);
-    let mnt = f.t.path().join("mnt");
-    let m = Mount::new(
-        f.torrent.to_str().unwrap(),
-        &mnt,
-        &f.t.path().join("cache"),
-        &["--no-prefetch", "--peer", &format!("127.0.0.1:{sport}")],
-    );
+    let (_seed, mnt, m) = mount_beside_a_seed(&f, &["--no-prefetch"]);
     let want = std::fs::read(f.dir.join("bin/appserver")).unwrap();
     let mut first = std::fs::File::open(mnt.join("bin/appserver")).unwrap();
     let mut b = [0u8; 1];
@@ -349,15 +358,7 @@ fn threads_opening_the_same_complete_files_at_once_all_read_them() {
     // open and release register and close backing ids outside the daemon's lock of
     // open files: two first opens of one file, or an open beside the last release, race.
     let f = fixture(2 << 20, 40);
-    let sport = free_port();
-    let _seed = seed(&f.torrent, &f.dir, sport, &[]);
-    let mnt = f.t.path().join("mnt");
-    let m = Mount::new(
-        f.torrent.to_str().unwrap(),
-        &mnt,
-        &f.t.path().join("cache"),
-        &["--peer", &format!("127.0.0.1:{sport}")],
-    );
+    let (_seed, mnt, m) = mount_beside_a_seed(&f, &[]);
     let o = swarmfs(&["prewarm", mnt.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let files: Vec<_> = walk_files(&f.dir)
