@@ -6,6 +6,8 @@
 //! - `seq_ratio_cold`/`_warm`: sequential read of a complete 1 GiB file through the mount
 //!   against the same bytes read natively (the cache file), page cache dropped / warm;
 //! - `rand4k_ratio`: random 4 KiB preads through the mount against natively (warm);
+//! - `open_us_mount`/`_native`: open, read to the end and close each small file of the
+//!   release, five rounds (a service opening its files again and again), per open;
 //! - `rss_peak_mib`: the mount daemon's peak RSS after prewarm and all of the above.
 
 use std::fs::File;
@@ -72,6 +74,37 @@ fn rand_read(path: &Path, n: usize) -> f64 {
         f.read_exact_at(&mut buf, off).unwrap();
     }
     t.elapsed().as_secs_f64()
+}
+
+/// Regular files under `dir`, relative to it, but `skip`.
+fn small_files(dir: &Path, rel: &Path, skip: &str, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir.join(rel)).unwrap() {
+        let e = e.unwrap();
+        let r = rel.join(e.file_name());
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            small_files(dir, &r, skip, out);
+        } else if t.is_file() && r != Path::new(skip) {
+            out.push(r);
+        }
+    }
+}
+
+/// Microseconds per open, read to the end and close of each file under `root`.
+fn open_read_close(root: &Path, files: &[PathBuf]) -> f64 {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let t = Instant::now();
+    for _ in 0..5 {
+        for f in files {
+            buf.clear();
+            File::open(root.join(f))
+                .unwrap()
+                .read_to_end(&mut buf)
+                .unwrap();
+        }
+    }
+    t.elapsed().as_secs_f64() * 1e6 / (5 * files.len()) as f64
 }
 
 fn unmount(mnt: &Path) {
@@ -194,6 +227,10 @@ fn main() {
     let mount_warm = best(&|| seq_read(&through));
     let native_rand = best(&|| rand_read(&native, 50_000));
     let mount_rand = best(&|| rand_read(&through, 50_000));
+    let mut files = Vec::new();
+    small_files(&dir, Path::new(""), "data.bin", &mut files);
+    let native_open = best(&|| open_read_close(&ih.join("data"), &files));
+    let mount_open = best(&|| open_read_close(&mnt, &files));
     let status = Command::new(bin())
         .args(["status", "--json"])
         .arg(&mnt)
@@ -226,7 +263,11 @@ fn main() {
             "seq_mount_warm_mib_s": (gib / mount_warm).round(),
             "seq_ratio_warm": ((native_warm / mount_warm) * 1000.0).round() / 1000.0,
             "rand4k_ratio": ((native_rand / mount_rand) * 1000.0).round() / 1000.0,
+            "open_us_native": (native_open * 10.0).round() / 10.0,
+            "open_us_mount": (mount_open * 10.0).round() / 10.0,
+            "small_files": files.len(),
             "passthrough_opens": status["passthrough_opens"],
+            "backing_files": status["backing_files"],
             "rss_peak_mib": hwm_kb / 1024,
         })
     );
