@@ -6,8 +6,8 @@
 //! - `seq_ratio_cold`/`_warm`: sequential read of a complete 1 GiB file through the mount
 //!   against the same bytes read natively (the cache file), page cache dropped / warm;
 //! - `rand4k_ratio`: random 4 KiB preads through the mount against natively (warm);
-//! - `open_us_mount`/`_native`: open, read to the end and close each small file of the
-//!   release, five rounds (a service opening its files again and again), per open;
+//! - `open_us_mount`/`_native`: open, read to the end and close each file of at most
+//!   64 KiB, five rounds (a service opening its files again and again), per open;
 //! - `rss_peak_mib`: the mount daemon's peak RSS after prewarm and all of the above.
 
 use std::fs::File;
@@ -76,7 +76,7 @@ fn rand_read(path: &Path, n: usize) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// Regular files under `dir`, relative to it, but `skip`.
+/// Regular files of at most 64 KiB under `dir`, relative to it, but `skip`.
 fn small_files(dir: &Path, rel: &Path, skip: &str, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir.join(rel)).unwrap() {
         let e = e.unwrap();
@@ -84,7 +84,7 @@ fn small_files(dir: &Path, rel: &Path, skip: &str, out: &mut Vec<PathBuf>) {
         let t = e.file_type().unwrap();
         if t.is_dir() {
             small_files(dir, &r, skip, out);
-        } else if t.is_file() && r != Path::new(skip) {
+        } else if t.is_file() && r != Path::new(skip) && e.metadata().unwrap().len() <= 64 << 10 {
             out.push(r);
         }
     }
