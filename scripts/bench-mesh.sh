@@ -31,8 +31,8 @@ if [ "${1:-}" = --inside ]; then
 		fetchers+=($!)
 	done
 	wait "${fetchers[@]}"
-	sort -n "$out"/h* | awk -v h="$hosts" -v mb="$((share * hosts))" '{t[NR] = $1}
-		END { printf "{\"floor\": \"mesh\", \"hosts\": %d, \"bytes_per_host\": %d, \"median_s\": %.2f, \"last_s\": %.2f}\n", h, mb, t[int((NR + 1) / 2)], t[NR] }'
+	sort -n "$out"/h* | awk -v h="$hosts" -v bytes="$((share * hosts))" '{t[NR] = $1}
+		END { printf "{\"floor\": \"mesh\", \"hosts\": %d, \"bytes_per_host\": %d, \"median_s\": %.2f, \"last_s\": %.2f}\n", h, bytes, t[int((NR + 1) / 2)], t[NR] }'
 	rm -rf "$out"
 	exit 0
 fi

@@ -370,6 +370,7 @@ fn threads_opening_the_same_complete_files_at_once_all_read_them() {
             (rel, want)
         })
         .collect();
+    let not_empty = files.iter().filter(|(_, b)| !b.is_empty()).count() as u64;
     std::thread::scope(|s| {
         for _ in 0..8 {
             s.spawn(|| {
@@ -385,8 +386,7 @@ fn threads_opening_the_same_complete_files_at_once_all_read_them() {
     });
     let st = m.status();
     assert!(
-        st["passthrough_opens"].as_u64().unwrap()
-            >= 8 * 20 * files.iter().filter(|(_, b)| !b.is_empty()).count() as u64,
+        st["passthrough_opens"].as_u64().unwrap() >= 8 * 20 * not_empty,
         "every open of a complete file (not empty) is a passthrough one: {st}"
     );
     assert_eq!(st["read_errors"].as_u64().unwrap(), 0, "{st}");
@@ -409,8 +409,7 @@ fn threads_opening_the_same_complete_files_at_once_all_read_them() {
     // Each file was registered by at most one first open per thread (first opens that
     // race each register one; all but one are closed at once).
     assert!(
-        after["backing_files"].as_u64().unwrap()
-            <= 8 * files.iter().filter(|(_, b)| !b.is_empty()).count() as u64,
+        after["backing_files"].as_u64().unwrap() <= 8 * not_empty,
         "{after}"
     );
 }
