@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use swarmfs::fs::readahead::Readahead;
-use swarmfs::profile::BootProfile;
+use swarmfs::mount::profile::BootProfile;
+use swarmfs::mount::store::Store;
 use swarmfs::release::{publish, EntryKind, PublishOptions, Release};
 use swarmfs::sample::{write_sample, SampleSpec};
-use swarmfs::store::Store;
 use swarmfs::swarm::{Fetcher, Seeder, SwarmOptions};
 
 struct Args {
@@ -286,7 +286,7 @@ async fn main() -> anyhow::Result<()> {
         seen.len() as u64 * release.piece_length
     };
     let bps = (a.rate_mbit * 125_000) as f64;
-    let usage = swarmfs::usage::usage();
+    let usage = swarmfs::mount::usage::usage();
     let line = serde_json::json!({
         "bench": "fleet_local",
         "hosts": a.hosts,
@@ -303,7 +303,7 @@ async fn main() -> anyhow::Result<()> {
         "lb_full_s": round(size / bps),
         "origin_tx_ratio": round(origin.stats().uploaded_bytes as f64 / size),
         "received_ratio_max": round(received.iter().cloned().fold(0.0, f64::max) / size),
-        "cpu_s_per_gb": swarmfs::usage::cpu_per_gb(&usage, received.iter().sum::<f64>() as u64).map(round),
+        "cpu_s_per_gb": swarmfs::mount::usage::cpu_per_gb(&usage, received.iter().sum::<f64>() as u64).map(round),
         "peak_rss_mib_all_hosts": usage.peak_rss_bytes >> 20,
     });
     println!("{line}");

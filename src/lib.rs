@@ -1,27 +1,24 @@
 //! swarmfs: deploy a software release to a fleet over BitTorrent, and mount it lazily as
 //! a read-only filesystem that fetches what is read first.
 //!
-//! Layers, each behind its own module (see ARCHITECTURE.md):
-//! - [`release`]: torrents made from, parsed into and checked against release directories.
-//! - [`fs`]: the filesystem logic without a kernel; [`fuse`]: the thin fuser adapter.
-//! - [`store`]: a mount's cache and its map of verified pieces.
-//! - [`swarm`]: the only user of librqbit: sessions, peers, trackers, seeding, fetching.
-//! - [`control`]: the per-mount socket `status` and `prewarm` talk to; [`metrics`].
-//! - [`mountpoint`]: the kernel's mount table.
-//! - [`profile`]: boot profiles, recorded on one host and fetched first on the others.
-//! - [`sample`]: a generated sample release for the demo, tests and benchmarks.
-//! - [`usage`]: CPU time and peak memory of this process.
-//! - [`cmd`]: one file per subcommand, wiring only.
+//! The layers, from the bottom up (ARCHITECTURE.md has the map); a module imports only
+//! the layers listed before it:
+//! - [`release`]: pure release logic: torrents made from, parsed into and checked against
+//!   release directories. No network, never writes outside `publish`'s output.
+//! - [`fs`]: the filesystem logic without a kernel: inodes, read plans, the map of
+//!   verified pieces, read-ahead, the one errno mapping. No I/O.
+//! - [`swarm`]: the only user of librqbit: sessions, peers, trackers, seeding, fetching,
+//!   our piece picker.
+//! - [`mount`]: one mounted release: the FUSE adapter, the cache store, boot profiles,
+//!   the control socket, metrics, the mount table.
+//! - [`cmd`]: one file per subcommand, wiring the command line to the layers.
+//!
+//! Beside them, [`sample`] generates a sample release for the demo, the tests and the
+//! benchmarks; it depends on nothing of the crate.
 
 pub mod cmd;
-pub mod control;
 pub mod fs;
-pub mod fuse;
-pub mod metrics;
-pub mod mountpoint;
-pub mod profile;
+pub mod mount;
 pub mod release;
 pub mod sample;
-pub mod store;
 pub mod swarm;
-pub mod usage;

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
 
 /// Distinct exit codes for the failures scripts act on (documented in `--help`).
 fn exit_code(e: &anyhow::Error) -> ExitCode {
-    use swarmfs::control::ControlError;
+    use swarmfs::mount::control::ControlError;
     match e.downcast_ref::<ControlError>() {
         Some(ControlError::NotAMount(_)) => return ExitCode::from(3),
         Some(_) => return ExitCode::from(4),

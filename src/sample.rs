@@ -5,6 +5,8 @@
 //! with the executable bit, an empty file and two symlinks. The content is a
 //! deterministic pseudo-random stream (incompressible): the same size and seed give a
 //! byte-identical tree, hence the same infohash.
+//!
+//! It imports nothing of the crate and writes only into the directory it is given.
 
 use std::fs;
 use std::io::{self, Write};

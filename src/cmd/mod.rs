@@ -1,4 +1,8 @@
 //! The subcommands: argument types and wiring, no logic of their own.
+//!
+//! Each file turns its clap arguments into calls of the layers (`release`, `swarm`,
+//! `mount`) and their errors into `anyhow` errors that name the input and what to do.
+//! Nothing imports `cmd` but `main.rs`.
 
 pub mod info;
 pub mod mount;

@@ -3,7 +3,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -11,14 +10,13 @@ use clap::Args;
 use tracing::{info, warn};
 
 use super::seed::SwarmArgs;
-use crate::control::{self, MountInfo};
-use crate::fs::FsTree;
-use crate::fuse::{ReadStats, SwarmFs};
-use crate::mountpoint::{self, MountpointState, FSNAME_PREFIX};
-use crate::profile::{BootProfile, Recorder};
+use crate::mount::control;
+use crate::mount::daemon::{self, MountConfig};
+use crate::mount::profile::BootProfile;
+use crate::mount::store::Store;
+use crate::mount::table::{self as mountpoint, MountpointState};
 use crate::release::Release;
-use crate::store::Store;
-use crate::swarm::{self, Fetcher};
+use crate::swarm;
 
 /// Set in the environment of the background daemon so it reports readiness on stdout.
 const READY_ENV: &str = "SWARMFS_NOTIFY_READY";
@@ -212,182 +210,28 @@ fn resolve(args: &MountArgs, rt: &tokio::runtime::Runtime) -> Result<Release> {
 
 /// Mounts and serves until SIGINT/SIGTERM or an external unmount.
 fn serve(args: MountArgs, mnt: PathBuf, profile: Option<BootProfile>) -> Result<()> {
-    // One runtime thread. librqbit hands each chunk's disk write and read to
-    // `block_in_place` on a multi-threaded runtime, which moves the worker to another
-    // thread every time: 8-host fleet, 256 MB, 21-25 CPU s per GB received and 28-38 MiB
-    // peak RSS per host with two workers; 12-13 CPU s per GB and 21 MiB on one thread,
-    // where librqbit calls them in place (cache writes and reads are page-cache copies of
-    // 16 KiB). FUSE callbacks run on fuser's own threads and hand reads that wait to
-    // this runtime.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("swarmfs-rt")
-        .build()
-        .context("cannot start the async runtime")?;
-    let release = Arc::new(resolve(&args, &rt)?);
-    let store = Arc::new(Store::open(&args.cache_dir, release.clone())?);
-    let pieces = store.pieces().clone();
-    info!(
-        name = %release.name, infohash = %release.info_hash,
-        present = pieces.present(), total = pieces.total(), "cache checked"
-    );
-    let boot = match (&args.boot_profile, profile) {
-        (Some(path), Some(profile)) => {
-            let p = profile.pieces(&release);
-            if p.unknown_paths > 0 {
-                warn!(
-                    "{}: {} lines name files that {} does not have (a profile of another \
-                     release?); they are skipped",
-                    path.display(),
-                    p.unknown_paths,
-                    release.name
-                );
-            }
-            info!(
-                profile = %path.display(),
-                pieces = p.pieces.len(),
-                bytes = p.pieces.len() as u64 * release.piece_length,
-                "boot profile: these pieces come first"
-            );
-            p.pieces
-        }
-        _ => Vec::new(),
-    };
-    let recorder = match &args.record_profile {
-        None => None,
-        Some(path) => Some(Arc::new(Recorder::create(path, &release)?)),
-    };
-    let mut opts = args.swarm.options();
-    opts.download_limit_bps = args.download_limit;
-    let fetcher = rt
-        .block_on(Fetcher::start(
-            release.clone(),
-            store.data_dir(),
-            pieces.clone(),
-            &opts,
-            !args.no_prefetch,
-            &boot,
-        ))
-        .context("cannot join the swarm")?;
-    let stats = Arc::new(ReadStats::default());
-    let fs = SwarmFs {
-        tree: Arc::new(FsTree::new(&release)),
-        store: store.clone(),
-        fetcher: fetcher.clone(),
-        rt: rt.handle().clone(),
+    let rt = daemon::runtime()?;
+    let release = resolve(&args, &rt)?;
+    let mut swarm = args.swarm.options();
+    swarm.download_limit_bps = args.download_limit;
+    let config = MountConfig {
+        mountpoint: mnt,
+        cache_dir: args.cache_dir,
         read_timeout: args.read_timeout,
-        stats: stats.clone(),
-        paths: Arc::new(release.entries.iter().map(|e| e.display_path()).collect()),
-        opens: Default::default(),
-        readahead: Default::default(),
-        passthrough_enabled: Default::default(),
-        recorder: recorder.clone(),
+        prefetch: !args.no_prefetch,
+        allow_other: args.allow_other,
+        metrics: args.metrics,
+        boot_profile: args.boot_profile.zip(profile),
+        record_profile: args.record_profile,
+        swarm,
     };
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        fuser::MountOption::RO,
-        fuser::MountOption::FSName(format!("{FSNAME_PREFIX}{}", release.name)),
-        fuser::MountOption::Subtype("swarmfs".into()),
-        fuser::MountOption::NoDev,
-        fuser::MountOption::NoSuid,
-        fuser::MountOption::DefaultPermissions,
-    ];
-    if args.allow_other {
-        config.acl = fuser::SessionACL::All;
-    }
-    config.n_threads = Some(4);
-    let session = fuser::Session::new(fs, &mnt, &config).with_context(|| {
-        format!(
-            "cannot mount on {} (is /dev/fuse there and are you root?)",
-            mnt.display()
-        )
-    })?;
-    let bg = session.spawn().context("cannot start the FUSE session")?;
-
-    let info = Arc::new(MountInfo {
-        release: release.clone(),
-        name: release.name.clone(),
-        infohash: release.info_hash.to_string(),
-        mountpoint: mnt.clone(),
-        cache_dir: store.root().to_path_buf(),
-        total_bytes: release.total_length,
-        piece_length: release.piece_length,
-        fetcher: fetcher.clone(),
-        stats,
-    });
-    if let Some(addr) = args.metrics {
-        rt.block_on(async { crate::metrics::serve(addr) })?;
-        let info = info.clone();
-        rt.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                crate::metrics::update(&info.status());
-            }
-        });
-    }
-    let sock = rt
-        .block_on(async { control::serve(info) })
-        .context("cannot open the control socket")?;
-    info!(socket = %sock.display(), listen = ?fetcher.listen_addr(), "mounted {} ({}) at {}",
-        release.name, release.info_hash, mnt.display());
-    eprintln!(
-        "mounted {} ({}) at {}",
-        release.name,
-        release.info_hash,
-        mnt.display()
-    );
-    if std::env::var_os(READY_ENV).is_some() {
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "{READY_LINE}");
-        let _ = out.flush();
-    }
-
-    let externally_unmounted = rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return Ok::<bool, anyhow::Error>(false),
-                _ = term.recv() => return Ok(false),
-                _ = tick.tick() => if bg.guard.is_finished() { return Ok(true) },
-            }
+    daemon::serve(rt, release, config, || {
+        if std::env::var_os(READY_ENV).is_some() {
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "{READY_LINE}");
+            let _ = out.flush();
         }
-    })?;
-    control::remove(&mnt);
-    if !externally_unmounted {
-        info!("unmounting {}", mnt.display());
-        match mountpoint::unmount(&mnt) {
-            Ok(true) => warn!(
-                "{} was busy: detached; it disappears when its last user closes it",
-                mnt.display()
-            ),
-            Ok(false) => {}
-            Err(e) => warn!("cannot unmount {}: {e}", mnt.display()),
-        }
-    }
-    if let Some(r) = &recorder {
-        info!(
-            "boot profile {}: {} reads recorded",
-            r.path().display(),
-            r.lines()
-        );
-    }
-    let stats = fetcher.stats();
-    let usage = crate::usage::usage();
-    info!(
-        downloaded_bytes = stats.downloaded_bytes,
-        uploaded_bytes = stats.uploaded_bytes,
-        cpu_seconds = format!("{:.2}", usage.cpu_seconds),
-        cpu_seconds_per_gb =
-            crate::usage::cpu_per_gb(&usage, stats.downloaded_bytes).map(|c| format!("{c:.2}")),
-        peak_rss_mib = usage.peak_rss_bytes >> 20,
-        "mount ends"
-    );
-    rt.block_on(fetcher.shutdown());
-    drop(bg);
-    rt.shutdown_timeout(Duration::from_secs(2));
-    Ok(())
+    })
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::Args;
 
-use crate::control;
+use crate::mount::control;
 
 #[derive(Debug, Args)]
 pub struct PrewarmArgs {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use crate::control::{self, Status};
+use crate::mount::control::{self, Status};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -19,7 +19,7 @@ pub struct StatusArgs {
 pub fn run(args: StatusArgs) -> Result<()> {
     let mnts: Vec<PathBuf> = match &args.mountpoint {
         Some(m) => vec![std::path::absolute(m)?],
-        None => crate::mountpoint::mounts()?
+        None => crate::mount::table::mounts()?
             .into_iter()
             .filter(|m| m.is_swarmfs())
             .map(|m| m.mountpoint)

@@ -1,11 +1,18 @@
 //! The filesystem logic, without a kernel: inodes built from a [`Release`], lookups,
 //! attributes, directory listings, symlink targets and read plans (which file bytes and
-//! which pieces a read touches). The FUSE adapter (`crate::fuse`) only translates.
+//! which pieces a read touches); the [`PieceMap`] of verified pieces that every read is
+//! checked against; sequential-read detection ([`readahead`]); [`FsError`] with the one
+//! errno mapping.
 //!
-//! Everything here is immutable once built: a release never changes, so the tree is a
-//! plain vector indexed by inode number and needs no locks.
+//! It owns no file, socket or thread and does no I/O: the FUSE adapter
+//! (`crate::mount::fuse`) translates kernel requests into calls here, and the swarm sets
+//! bits of the `PieceMap`. It may import only `release`.
+//!
+//! The tree is immutable once built: a release never changes, so it is a plain vector
+//! indexed by inode number and needs no locks.
 
 mod error;
+mod pieces;
 pub mod readahead;
 
 use std::collections::BTreeMap;
@@ -13,6 +20,7 @@ use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::FsError;
+pub use pieces::PieceMap;
 
 use crate::release::{EntryKind, Release};
 

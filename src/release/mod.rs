@@ -1,6 +1,10 @@
-//! Releases: making a torrent from a directory, parsing and validating one, checking a
-//! directory against one. No network and no swarm engine here: only `std`, the bencode
-//! crate and SHA-1.
+//! Releases, the bottom layer: making a torrent from a directory, parsing and validating
+//! one, checking a directory against one.
+//!
+//! It owns the torrent format (bencode, the BEP 47 fields, our deterministic layout) and
+//! [`Release`], the validated form everything above takes. It imports no other module of
+//! the crate, does no network I/O, and reads release directories without ever writing
+//! to them: only `std`, the bencode crate, SHA-1 and rayon.
 
 mod bencode;
 mod create;

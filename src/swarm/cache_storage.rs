@@ -15,8 +15,8 @@ use librqbit::storage::{StorageFactory, StorageFactoryExt, TorrentStorage};
 use librqbit::{ManagedTorrentShared, TorrentMetadata};
 use librqbit_core::lengths::ValidPieceIndex;
 
+use crate::fs::PieceMap;
 use crate::release::{EntryKind, Release};
-use crate::store::PieceMap;
 
 #[derive(Clone)]
 pub(crate) struct CacheStorageFactory {
@@ -215,7 +215,7 @@ impl TorrentStorage for CacheStorage {
             let start = self.offsets[file_id] + offset;
             let pieces =
                 start / self.piece_length..(start + buf.len() as u64).div_ceil(self.piece_length);
-            // A piece written in this session is being verified by a live swarm (the
+            // A piece written since this mount started is being verified by a live swarm (the
             // check flag is cleared a moment after librqbit goes live): read its bytes.
             if let Some(missing) = self
                 .pieces
@@ -289,4 +289,18 @@ impl TorrentStorage for CacheStorage {
         self.pieces.set(piece.get() as u64);
         Ok(())
     }
+}
+
+/// Bytes an unprivileged writer could still put on the filesystem holding `dir`.
+pub(crate) fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path holds a NUL byte")
+    })?;
+    // SAFETY: `c` is a valid C string and `s` a valid out-pointer for the call.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(s.f_bavail as u64 * s.f_frsize as u64)
 }

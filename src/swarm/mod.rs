@@ -1,4 +1,11 @@
-//! The swarm: the only module that knows librqbit.
+//! The swarm: the only module that knows librqbit (and the vendored patch in
+//! vendor/librqbit; SWARMFS-PATCH.md).
+//!
+//! It owns the peer-to-peer side: sessions, listeners, trackers, seeding ([`Seeder`]), a
+//! mount's fetching ([`Fetcher`]), the piece order ([`picker`]) and the two storages
+//! librqbit writes to and reads from. It imports `release` and `fs` (the `PieceMap` it
+//! sets bits of), never `mount` or `cmd`, and writes only into the cache folder it is
+//! given.
 //!
 //! It runs a librqbit session with our choices made explicit: TCP and uTP listeners
 //! (Transmission and libtorrent try uTP first), trackers from the torrent plus the
@@ -23,8 +30,8 @@ use librqbit::{
 };
 use tracing::{info, info_span, Instrument};
 
+use crate::fs::PieceMap;
 use crate::release::Release;
-use crate::store::PieceMap;
 
 /// How this peer joins swarms.
 #[derive(Debug, Clone)]
@@ -375,7 +382,7 @@ async fn supervise(fetcher: std::sync::Weak<Fetcher>) {
             continue;
         }
         let Some(error) = error else { continue };
-        let free = crate::store::free_bytes(&f.data_dir).unwrap_or(0);
+        let free = cache_storage::free_bytes(&f.data_dir).unwrap_or(0);
         let errno = f.write_errno.load(Ordering::Acquire);
         let disk_full = errno == libc::ENOSPC || errno == libc::EDQUOT;
         if f.halted.borrow().is_none() {

@@ -8,7 +8,7 @@
 //!    the same start-up pieces at about the same moment; when each has fetched different
 //!    ones in the background, they take them from each other instead of all from the
 //!    origin.
-//!    With a boot profile ([`crate::profile`]) its pieces are a first tier before these
+//!    With a boot profile ([`crate::mount::profile`]) its pieces are a first tier before these
 //!    two: 8 hosts, 256 MB, boot median 27.6 s without, 14.0-14.6 s with (16 x 128 MB:
 //!    27.3 s, 11.2 s). The profile's 18.7 MB of start-up reads touch 303 pieces (79 MB)
 //!    that only the origin has at first: its uplink, not the reads, sets that time.
@@ -40,8 +40,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::fs::PieceMap;
 use crate::release::{EntryKind, Release};
-use crate::store::PieceMap;
 
 /// Files this small are fetched whole in the first background class.
 pub const SMALL_FILE: u64 = 1 << 20;
@@ -67,8 +67,8 @@ pub const SEEDER_STAGGER: Duration = Duration::from_millis(30);
 /// A request to the origin queues behind the chunks its host uploads, and the chunks
 /// it sends back queue behind the origin's other hosts', so a window must cover a
 /// round trip of ~100-150 ms at a quarter of the origin's rate (aria2 serves about
-/// four hosts at a time). Session 5, 8 hosts, 256 MB: full 34.3-35.8 s with 32,
-/// 36.7-38.3 s with 16. Session 7, once the peers' windows were cut to the queue the
+/// four hosts at a time). At 63745a0, 8 hosts, 256 MB: full 34.3-35.8 s with 32,
+/// 36.7-38.3 s with 16. At 542a973, once the peers' windows were cut to the queue the
 /// links hold ([`PEER_WINDOW_BUDGET`]), 16 hosts, 128 MB: full 20.5-20.6 s with 64,
 /// 23.7-24.1 s with 32 or 16, 21.2 s with 128 (origin 1.41 copies); 8 hosts: the
 /// same within the noise. 64 also while reads wait: boot 1-2 s slower at both sizes.
@@ -127,7 +127,7 @@ pub struct Picker {
 }
 
 impl Picker {
-    /// `boot`: the pieces of a boot profile ([`crate::profile`]), fetched before the rest
+    /// `boot`: the pieces of a boot profile ([`crate::mount::profile`]), fetched before the rest
     /// of the background; empty without one.
     pub fn new(
         release: &Release,

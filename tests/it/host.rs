@@ -72,9 +72,10 @@ fn a_full_cache_disk_fails_missing_reads_at_once_keeps_cached_bytes_and_recovers
         std::thread::sleep(Duration::from_millis(200));
     };
     eprintln!("status says: {why}");
-    let log = std::fs::read_to_string(
-        cache.join(format!("mount-{}.log", swarmfs::control::mount_id(&mnt))),
-    )
+    let log = std::fs::read_to_string(cache.join(format!(
+        "mount-{}.log",
+        swarmfs::mount::control::mount_id(&mnt)
+    )))
     .unwrap();
     assert!(log.contains("cache disk is full"), "log:\n{log}");
 

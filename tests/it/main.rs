@@ -5,6 +5,7 @@ mod deploy;
 mod host;
 mod hostile;
 mod interop;
+mod layers;
 mod mount;
 mod publish;
 mod support;

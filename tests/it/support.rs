@@ -326,14 +326,14 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if swarmfs::mountpoint::mount_at(&self.mnt)
+        if swarmfs::mount::table::mount_at(&self.mnt)
             .ok()
             .flatten()
             .is_some()
         {
             let _ = swarmfs(&["unmount", self.mnt.to_str().unwrap()]);
         }
-        if swarmfs::mountpoint::mount_at(&self.mnt)
+        if swarmfs::mount::table::mount_at(&self.mnt)
             .ok()
             .flatten()
             .is_some()

@@ -1,118 +1,25 @@
-//! The cache: where verified pieces of a mounted release live, and which ones are there.
+//! The cache store of a mount: where the verified pieces of a mounted release live on
+//! disk, and the check of what an earlier mount left there.
 //!
 //! Layout under the cache directory, one folder per release:
 //! `<cache>/<infohash>/torrent` (the metadata, so a remount needs no metadata peer),
 //! `<cache>/<infohash>/data/<path>` (regular files, sparse until their pieces arrive),
 //! `<cache>/<infohash>/lock` (held by the mount using it).
 //!
-//! [`PieceMap`] is the truth about what may be served: a bit is set only after librqbit
-//! verified the piece's SHA-1 and wrote it (`on_piece_completed`), or after our own
-//! SHA-1 check of the cache at start-up. Nothing is served from a piece whose bit is
-//! clear, so a half-written piece left by `kill -9` is never seen: it fails the start-up
-//! check and is fetched again.
+//! It owns the folder's layout, its lock and the reads of cached bytes; the swarm's
+//! storage writes into the same `data/` files. Which pieces may be served is the
+//! [`PieceMap`]'s to say (in `fs`): `Store::open` sets a bit only for a piece whose bytes
+//! pass their SHA-1 check, so a half-written piece left by `kill -9` is fetched again.
+//! It may not touch anything outside the cache directory.
 
 use std::fs::{self, File};
 use std::io;
-use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::watch;
-
+use crate::fs::PieceMap;
 use crate::release::{self, EntryKind, Release};
-
-/// Which pieces are present and verified; waitable.
-pub struct PieceMap {
-    bits: Vec<AtomicU64>,
-    count: AtomicU64,
-    total: u64,
-    changed: watch::Sender<u64>,
-    hash_failures: AtomicU64,
-}
-
-impl PieceMap {
-    pub fn new(total: u64) -> PieceMap {
-        PieceMap {
-            bits: (0..total.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            total,
-            changed: watch::channel(0).0,
-            hash_failures: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts a piece that was downloaded whole but failed its SHA-1 check.
-    pub fn note_hash_failure(&self) {
-        self.hash_failures.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn hash_failures(&self) -> u64 {
-        self.hash_failures.load(Ordering::Relaxed)
-    }
-
-    pub fn has(&self, piece: u64) -> bool {
-        piece < self.total
-            && self.bits[(piece / 64) as usize].load(Ordering::Acquire) & (1 << (piece % 64)) != 0
-    }
-
-    /// The first piece of `range` that is missing.
-    pub fn first_missing(&self, range: Range<u64>) -> Option<u64> {
-        range.into_iter().find(|&p| !self.has(p))
-    }
-
-    /// Whether any piece of `range` is present.
-    pub fn any_present(&self, range: Range<u64>) -> bool {
-        range.into_iter().any(|p| self.has(p))
-    }
-
-    /// Marks a verified piece; wakes waiters. Returns whether it was new.
-    pub fn set(&self, piece: u64) -> bool {
-        if piece >= self.total {
-            return false;
-        }
-        let bit = 1 << (piece % 64);
-        let old = self.bits[(piece / 64) as usize].fetch_or(bit, Ordering::AcqRel);
-        if old & bit == 0 {
-            let n = self.count.fetch_add(1, Ordering::AcqRel) + 1;
-            self.changed.send_replace(n);
-            true
-        } else {
-            false
-        }
-    }
-
-    pub fn present(&self) -> u64 {
-        self.count.load(Ordering::Acquire)
-    }
-
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
-    pub fn complete(&self) -> bool {
-        self.present() == self.total
-    }
-
-    /// Resolves once every piece of `range` is present.
-    pub async fn wait_all(&self, range: Range<u64>) {
-        let mut rx = self.changed.subscribe();
-        loop {
-            if self.first_missing(range.clone()).is_none() {
-                return;
-            }
-            if rx.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Resolves when the count of present pieces changes.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-}
 
 /// Why the cache could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -232,17 +139,4 @@ impl Store {
         f.read_exact_at(&mut buf, offset)?;
         Ok(buf)
     }
-}
-
-/// Bytes an unprivileged writer could still put on the filesystem holding `dir`.
-pub fn free_bytes(dir: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
-    // SAFETY: `c` is a valid C string and `s` a valid out-pointer for the call.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(s.f_bavail as u64 * s.f_frsize as u64)
 }

@@ -1,4 +1,8 @@
 //! The kernel's mount table: is a path mounted, by whom, and how to unmount it.
+//!
+//! It owns reading `/proc/self/mountinfo`, telling a stale swarmfs mount (its daemon
+//! killed) from a live one, and unmounting (with detach when busy). It knows nothing of
+//! a mount's release or daemon.
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,8 @@
 //! `metrics` facade and its Prometheus exporter (which serves `GET /metrics`).
 //!
 //! Read latencies are recorded where reads are answered; everything else is copied from
-//! the mount's [`Status`] once a second.
+//! the mount's [`Status`] once a second. It owns the metric names and buckets, and
+//! imports only the status snapshot.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
-use crate::control::Status;
+use super::status::Status;
 
 /// Read latency buckets, seconds: cache hits are microseconds, swarm reads milliseconds.
 const BUCKETS: &[f64] = &[

@@ -13,6 +13,10 @@
 //! the whole file; blank lines and lines starting with `#` are skipped. It is the format
 //! of the fleet benchmark's `.bootset` files. Paths are looked up by name, so a profile
 //! recorded on one release serves the next: lines naming files that are gone are skipped.
+//!
+//! It owns the format, its mapping to a release's pieces ([`BootProfile`]) and the file
+//! a recording mount writes ([`Recorder`]); the swarm's picker receives only the piece
+//! list, and the FUSE adapter only calls `Recorder::record`.
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -1,5 +1,6 @@
 //! What this process has cost the host: CPU time and peak memory (for `status` and the
-//! summary a mount logs when it ends; the fleet benchmark reads them per host).
+//! summary a mount logs when it ends; the fleet benchmark reads them per host). One
+//! `getrusage` call; it imports nothing of the crate.
 
 /// CPU seconds (user + system) and peak resident memory of this process so far.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]

@@ -1,5 +1,10 @@
 //! The thin FUSE adapter: the only module that knows `fuser`.
 //!
+//! It owns the kernel's side of a mount: translating callbacks, the table of open files
+//! and their passthrough backing ids. Answers come from `fs` (what a request means), the
+//! [`Store`] (cached bytes) and the swarm's [`Fetcher`] (missing pieces); it keeps no
+//! release logic of its own and imports neither the control socket nor the daemon.
+//!
 //! Each callback translates kernel types to [`FsTree`] calls and back, and every error
 //! goes through [`FsError::errno`]. Reads are the one place where sync meets async: a read
 //! whose pieces are all in the cache is answered on the FUSE thread with a `pread`; a read
@@ -9,10 +14,12 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
@@ -20,8 +27,13 @@ use fuser::{
 };
 use tracing::{debug, debug_span, error, warn, Instrument};
 
+use super::metrics;
+use super::profile::Recorder;
+use super::status::ReadStats;
+use super::store::Store;
+use super::table::FSNAME_PREFIX;
+use crate::fs::readahead::Readahead;
 use crate::fs::{Attr, FsError, FsTree, Kind, ReadPlan};
-use crate::store::Store;
 use crate::swarm::Fetcher;
 
 /// Content is immutable: let the kernel cache names and attributes for a day.
@@ -81,18 +93,6 @@ enum Opened {
     Cached,
 }
 
-/// Counters of the read path, for `status`.
-#[derive(Debug, Default)]
-pub struct ReadStats {
-    pub passthrough_opens: AtomicU64,
-    pub backing_files: AtomicU64,
-    pub cached_reads: AtomicU64,
-    pub swarm_reads: AtomicU64,
-    pub swarm_read_bytes: AtomicU64,
-    pub timeouts: AtomicU64,
-    pub errors: AtomicU64,
-}
-
 /// The mounted filesystem.
 pub struct SwarmFs {
     pub tree: Arc<FsTree>,
@@ -105,12 +105,52 @@ pub struct SwarmFs {
     pub paths: Arc<Vec<String>>,
     /// Open files by inode, and how they are open.
     pub opens: Mutex<OpenFiles>,
-    pub readahead: crate::fs::readahead::Readahead,
+    pub readahead: Readahead,
     /// Whether the kernel accepted passthrough at init.
     pub passthrough_enabled: std::sync::atomic::AtomicBool,
     /// Records a boot profile (`mount --record-profile`): every read must then reach the
     /// daemon, so passthrough stays off.
-    pub recorder: Option<Arc<crate::profile::Recorder>>,
+    pub recorder: Option<Arc<Recorder>>,
+}
+
+/// A mounted `SwarmFs`: the FUSE session runs on its own threads until the filesystem
+/// is unmounted (from outside, or by dropping this).
+pub struct Mounted(fuser::BackgroundSession);
+
+impl Mounted {
+    /// Whether the kernel ended the session (an external unmount).
+    pub fn is_finished(&self) -> bool {
+        self.0.guard.is_finished()
+    }
+}
+
+impl SwarmFs {
+    /// Mounts the filesystem at `mnt`, read-only, named `swarmfs:<name>` in the mount
+    /// table, served by four FUSE threads.
+    pub fn mount(self, mnt: &Path, name: &str, allow_other: bool) -> anyhow::Result<Mounted> {
+        let mut config = fuser::Config::default();
+        config.mount_options = vec![
+            fuser::MountOption::RO,
+            fuser::MountOption::FSName(format!("{FSNAME_PREFIX}{name}")),
+            fuser::MountOption::Subtype("swarmfs".into()),
+            fuser::MountOption::NoDev,
+            fuser::MountOption::NoSuid,
+            fuser::MountOption::DefaultPermissions,
+        ];
+        if allow_other {
+            config.acl = fuser::SessionACL::All;
+        }
+        config.n_threads = Some(4);
+        let session = fuser::Session::new(self, mnt, &config).with_context(|| {
+            format!(
+                "cannot mount on {} (is /dev/fuse there and are you root?)",
+                mnt.display()
+            )
+        })?;
+        Ok(Mounted(
+            session.spawn().context("cannot start the FUSE session")?,
+        ))
+    }
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -356,7 +396,7 @@ impl Filesystem for SwarmFs {
             let started = Instant::now();
             return match span.in_scope(|| self.read_cached(&plan)) {
                 Ok(b) => {
-                    crate::metrics::read_latency("cache", started.elapsed());
+                    metrics::read_latency("cache", started.elapsed());
                     reply.data(&b)
                 }
                 Err(e) => {
@@ -403,7 +443,7 @@ impl Filesystem for SwarmFs {
                 };
                 match r {
                     Ok(b) => {
-                        crate::metrics::read_latency("swarm", started.elapsed());
+                        metrics::read_latency("swarm", started.elapsed());
                         stats.swarm_reads.fetch_add(1, Ordering::Relaxed);
                         stats
                             .swarm_read_bytes

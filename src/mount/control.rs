@@ -1,4 +1,8 @@
-//! The per-mount control socket that `status` and `prewarm` talk to.
+//! The per-mount control socket that `status` and `prewarm` talk to: its server (in the
+//! mount's daemon) and its client (in the commands).
+//!
+//! It owns the socket's path, the wire protocol and the `ControlError`s a client sees. It
+//! reads a mount through [`MountInfo`] and never touches FUSE.
 //!
 //! Each mount listens on `/run/swarmfs/<id>.sock` (mode 0600: root or the mount's owner),
 //! `<id>` being derived from the mountpoint's path, and records itself in
@@ -9,7 +13,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
 
-use crate::fuse::ReadStats;
-use crate::swarm::Fetcher;
+pub use super::status::{MountInfo, Status};
+use crate::release::{EntryKind, Release};
 
 /// Where control sockets live; `SWARMFS_RUN_DIR` overrides (tests).
 pub fn run_dir() -> PathBuf {
@@ -39,108 +42,6 @@ pub fn socket_path(mnt: &Path) -> PathBuf {
 
 pub fn record_path(mnt: &Path) -> PathBuf {
     run_dir().join(format!("{}.json", mount_id(mnt)))
-}
-
-/// What a mount tells about itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Status {
-    pub name: String,
-    pub infohash: String,
-    pub mountpoint: PathBuf,
-    pub cache_dir: PathBuf,
-    pub pid: u32,
-    pub total_bytes: u64,
-    pub present_bytes: u64,
-    pub pieces_present: u64,
-    pub pieces_total: u64,
-    pub complete: bool,
-    pub downloaded_bytes: u64,
-    pub uploaded_bytes: u64,
-    pub peers: u32,
-    pub download_bps: f64,
-    pub upload_bps: f64,
-    pub passthrough_opens: u64,
-    /// Complete files whose cache file was registered with the kernel for passthrough
-    /// (a file opened again while its backing id is kept is not counted again).
-    pub backing_files: u64,
-    pub cached_reads: u64,
-    pub swarm_reads: u64,
-    pub swarm_read_bytes: u64,
-    pub read_timeouts: u64,
-    pub read_errors: u64,
-    /// Pieces downloaded whole that failed their SHA-1 check (never served).
-    pub hash_failures: u64,
-    pub swarm_error: Option<String>,
-    /// CPU seconds (user + system) the daemon has used, and its peak resident memory.
-    #[serde(default)]
-    pub cpu_seconds: f64,
-    #[serde(default)]
-    pub peak_rss_bytes: u64,
-    /// With a boot profile (`mount --boot-profile`): its pieces here, and in all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot_pieces_present: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot_pieces_total: Option<u64>,
-    /// During `prewarm`: bytes wanted (every byte, or those of `--paths`) and local.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prewarm_total_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prewarm_present_bytes: Option<u64>,
-}
-
-/// What the server needs to answer.
-pub struct MountInfo {
-    pub release: Arc<crate::release::Release>,
-    pub name: String,
-    pub infohash: String,
-    pub mountpoint: PathBuf,
-    pub cache_dir: PathBuf,
-    pub total_bytes: u64,
-    pub piece_length: u64,
-    pub fetcher: Arc<Fetcher>,
-    pub stats: Arc<ReadStats>,
-}
-
-impl MountInfo {
-    pub fn status(&self) -> Status {
-        let s = self.fetcher.stats();
-        let pieces = self.fetcher.pieces();
-        let present = pieces.present();
-        let usage = crate::usage::usage();
-        let boot = self.fetcher.boot_progress();
-        Status {
-            name: self.name.clone(),
-            infohash: self.infohash.clone(),
-            mountpoint: self.mountpoint.clone(),
-            cache_dir: self.cache_dir.clone(),
-            pid: std::process::id(),
-            total_bytes: self.total_bytes,
-            present_bytes: (present * self.piece_length).min(self.total_bytes),
-            pieces_present: present,
-            pieces_total: pieces.total(),
-            complete: pieces.complete(),
-            downloaded_bytes: s.downloaded_bytes,
-            uploaded_bytes: s.uploaded_bytes,
-            peers: s.live_peers,
-            download_bps: s.download_bps,
-            upload_bps: s.upload_bps,
-            passthrough_opens: self.stats.passthrough_opens.load(Ordering::Relaxed),
-            backing_files: self.stats.backing_files.load(Ordering::Relaxed),
-            cached_reads: self.stats.cached_reads.load(Ordering::Relaxed),
-            swarm_reads: self.stats.swarm_reads.load(Ordering::Relaxed),
-            swarm_read_bytes: self.stats.swarm_read_bytes.load(Ordering::Relaxed),
-            read_timeouts: self.stats.timeouts.load(Ordering::Relaxed),
-            read_errors: self.stats.errors.load(Ordering::Relaxed),
-            hash_failures: pieces.hash_failures(),
-            swarm_error: s.error,
-            cpu_seconds: usage.cpu_seconds,
-            peak_rss_bytes: usage.peak_rss_bytes,
-            boot_pieces_present: boot.map(|b| b.0),
-            boot_pieces_total: boot.map(|b| b.1),
-            prewarm_total_bytes: None,
-            prewarm_present_bytes: None,
-        }
-    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -239,12 +140,12 @@ async fn handle(conn: tokio::net::UnixStream, info: Arc<MountInfo>) -> anyhow::R
     Ok(())
 }
 
-fn piece_len(r: &crate::release::Release, p: u64) -> u64 {
+fn piece_len(r: &Release, p: u64) -> u64 {
     r.piece_length.min(r.total_length - p * r.piece_length)
 }
 
 /// Indices of the regular files matching `globs` (all files when there are none).
-fn matching_entries(r: &crate::release::Release, globs: &[String]) -> anyhow::Result<Vec<usize>> {
+fn matching_entries(r: &Release, globs: &[String]) -> anyhow::Result<Vec<usize>> {
     let mut b = globset::GlobSetBuilder::new();
     for g in globs {
         b.add(
@@ -257,14 +158,14 @@ fn matching_entries(r: &crate::release::Release, globs: &[String]) -> anyhow::Re
     Ok(r.entries
         .iter()
         .enumerate()
-        .filter(|(_, e)| matches!(e.kind, crate::release::EntryKind::File { .. }) && e.length > 0)
+        .filter(|(_, e)| matches!(e.kind, EntryKind::File { .. }) && e.length > 0)
         .filter(|(_, e)| globs.is_empty() || set.is_match(e.display_path()))
         .map(|(i, _)| i)
         .collect())
 }
 
 /// The pieces holding the files matching `globs`, sorted, without repeats.
-fn wanted_pieces(r: &crate::release::Release, globs: &[String]) -> anyhow::Result<Vec<u64>> {
+fn wanted_pieces(r: &Release, globs: &[String]) -> anyhow::Result<Vec<u64>> {
     let mut v: Vec<u64> = matching_entries(r, globs)?
         .into_iter()
         .flat_map(|i| {

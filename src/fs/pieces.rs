@@ -1,0 +1,105 @@
+//! [`PieceMap`]: which pieces of a release are here and verified, and a way to wait for
+//! them. It is the truth about what may be served.
+//!
+//! A bit is set only after a piece passed its SHA-1 check against the release: by the
+//! swarm's storage once librqbit verified and wrote it (`on_piece_completed`), or by the
+//! cache's own check at start-up. Nothing is served from a piece whose bit is clear, so a
+//! half-written piece left by `kill -9` is never seen: it fails the start-up check and is
+//! fetched again. In memory only; it owns no file and knows nothing of where pieces come
+//! from.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::watch;
+
+/// Which pieces are present and verified; waitable.
+pub struct PieceMap {
+    bits: Vec<AtomicU64>,
+    count: AtomicU64,
+    total: u64,
+    changed: watch::Sender<u64>,
+    hash_failures: AtomicU64,
+}
+
+impl PieceMap {
+    pub fn new(total: u64) -> PieceMap {
+        PieceMap {
+            bits: (0..total.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            total,
+            changed: watch::channel(0).0,
+            hash_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a piece that was downloaded whole but failed its SHA-1 check.
+    pub fn note_hash_failure(&self) {
+        self.hash_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn hash_failures(&self) -> u64 {
+        self.hash_failures.load(Ordering::Relaxed)
+    }
+
+    pub fn has(&self, piece: u64) -> bool {
+        piece < self.total
+            && self.bits[(piece / 64) as usize].load(Ordering::Acquire) & (1 << (piece % 64)) != 0
+    }
+
+    /// The first piece of `range` that is missing.
+    pub fn first_missing(&self, range: Range<u64>) -> Option<u64> {
+        range.into_iter().find(|&p| !self.has(p))
+    }
+
+    /// Whether any piece of `range` is present.
+    pub fn any_present(&self, range: Range<u64>) -> bool {
+        range.into_iter().any(|p| self.has(p))
+    }
+
+    /// Marks a verified piece; wakes waiters. Returns whether it was new.
+    pub fn set(&self, piece: u64) -> bool {
+        if piece >= self.total {
+            return false;
+        }
+        let bit = 1 << (piece % 64);
+        let old = self.bits[(piece / 64) as usize].fetch_or(bit, Ordering::AcqRel);
+        if old & bit == 0 {
+            let n = self.count.fetch_add(1, Ordering::AcqRel) + 1;
+            self.changed.send_replace(n);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn present(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    pub fn complete(&self) -> bool {
+        self.present() == self.total
+    }
+
+    /// Resolves once every piece of `range` is present.
+    pub async fn wait_all(&self, range: Range<u64>) {
+        let mut rx = self.changed.subscribe();
+        loop {
+            if self.first_missing(range.clone()).is_none() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Resolves when the count of present pieces changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}

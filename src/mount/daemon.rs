@@ -1,0 +1,212 @@
+//! One mount from start to end: check the cache, join the swarm, mount the FUSE
+//! filesystem, open the control socket (and the metrics), serve until SIGINT, SIGTERM or
+//! an external unmount, then unmount and leave the swarm.
+//!
+//! It owns the mount's tokio runtime and its order of start and stop; it decides no
+//! policy of its own (the piece order is the swarm's picker, the read path the FUSE
+//! adapter's). The caller has resolved the release and checked the mountpoint.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tracing::{info, warn};
+
+use super::control::{self, MountInfo};
+use super::fuse::SwarmFs;
+use super::profile::{BootProfile, Recorder};
+use super::status::ReadStats;
+use super::store::Store;
+use super::table as mount_table;
+use super::{metrics, usage};
+use crate::fs::FsTree;
+use crate::release::Release;
+use crate::swarm::{Fetcher, SwarmOptions};
+
+/// How to mount, as the command line says it.
+pub struct MountConfig {
+    /// Absolute path of the mountpoint (checked free by the caller).
+    pub mountpoint: PathBuf,
+    pub cache_dir: PathBuf,
+    /// A read whose pieces cannot be had in this long fails with EIO.
+    pub read_timeout: Duration,
+    /// Fetch the whole release in the background (not only what is read).
+    pub prefetch: bool,
+    /// FUSE `allow_other`.
+    pub allow_other: bool,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<SocketAddr>,
+    /// A boot profile and the file it came from: its pieces come first.
+    pub boot_profile: Option<(PathBuf, BootProfile)>,
+    /// Record a boot profile into this file.
+    pub record_profile: Option<PathBuf>,
+    pub swarm: SwarmOptions,
+}
+
+/// The runtime of a mount: one thread.
+///
+/// librqbit hands each chunk's disk write and read to `block_in_place` on a
+/// multi-threaded runtime, which moves the worker to another thread every time: 8-host
+/// fleet, 256 MB, 21-25 CPU s per GB received and 28-38 MiB peak RSS per host with two
+/// workers; 12-13 CPU s per GB and 21 MiB on one thread, where librqbit calls them in
+/// place (cache writes and reads are page-cache copies of 16 KiB). FUSE callbacks run on
+/// fuser's own threads and hand reads that wait to this runtime.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("swarmfs-rt")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Mounts `release` and serves it until SIGINT/SIGTERM or an external unmount.
+/// `on_ready` is called once the mount is usable (the daemon then tells its parent).
+pub fn serve(
+    rt: tokio::runtime::Runtime,
+    release: Release,
+    config: MountConfig,
+    on_ready: impl FnOnce(),
+) -> Result<()> {
+    let mnt = config.mountpoint.clone();
+    let release = Arc::new(release);
+    let store = Arc::new(Store::open(&config.cache_dir, release.clone())?);
+    let pieces = store.pieces().clone();
+    info!(
+        name = %release.name, infohash = %release.info_hash,
+        present = pieces.present(), total = pieces.total(), "cache checked"
+    );
+    let boot = match &config.boot_profile {
+        Some((path, profile)) => {
+            let p = profile.pieces(&release);
+            if p.unknown_paths > 0 {
+                warn!(
+                    "{}: {} lines name files that {} does not have (a profile of another \
+                     release?); they are skipped",
+                    path.display(),
+                    p.unknown_paths,
+                    release.name
+                );
+            }
+            info!(
+                profile = %path.display(),
+                pieces = p.pieces.len(),
+                bytes = p.pieces.len() as u64 * release.piece_length,
+                "boot profile: these pieces come first"
+            );
+            p.pieces
+        }
+        None => Vec::new(),
+    };
+    let recorder = match &config.record_profile {
+        None => None,
+        Some(path) => Some(Arc::new(Recorder::create(path, &release)?)),
+    };
+    let fetcher = rt
+        .block_on(Fetcher::start(
+            release.clone(),
+            store.data_dir(),
+            pieces.clone(),
+            &config.swarm,
+            config.prefetch,
+            &boot,
+        ))
+        .context("cannot join the swarm")?;
+    let stats = Arc::new(ReadStats::default());
+    let fs = SwarmFs {
+        tree: Arc::new(FsTree::new(&release)),
+        store: store.clone(),
+        fetcher: fetcher.clone(),
+        rt: rt.handle().clone(),
+        read_timeout: config.read_timeout,
+        stats: stats.clone(),
+        paths: Arc::new(release.entries.iter().map(|e| e.display_path()).collect()),
+        opens: Default::default(),
+        readahead: Default::default(),
+        passthrough_enabled: Default::default(),
+        recorder: recorder.clone(),
+    };
+    let kernel = fs.mount(&mnt, &release.name, config.allow_other)?;
+
+    let info = Arc::new(MountInfo {
+        release: release.clone(),
+        name: release.name.clone(),
+        infohash: release.info_hash.to_string(),
+        mountpoint: mnt.clone(),
+        cache_dir: store.root().to_path_buf(),
+        total_bytes: release.total_length,
+        piece_length: release.piece_length,
+        fetcher: fetcher.clone(),
+        stats,
+    });
+    if let Some(addr) = config.metrics {
+        rt.block_on(async { metrics::serve(addr) })?;
+        let info = info.clone();
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                metrics::update(&info.status());
+            }
+        });
+    }
+    let sock = rt
+        .block_on(async { control::serve(info) })
+        .context("cannot open the control socket")?;
+    info!(socket = %sock.display(), listen = ?fetcher.listen_addr(), "mounted {} ({}) at {}",
+        release.name, release.info_hash, mnt.display());
+    eprintln!(
+        "mounted {} ({}) at {}",
+        release.name,
+        release.info_hash,
+        mnt.display()
+    );
+    on_ready();
+
+    let externally_unmounted = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok::<bool, anyhow::Error>(false),
+                _ = term.recv() => return Ok(false),
+                _ = tick.tick() => if kernel.is_finished() { return Ok(true) },
+            }
+        }
+    })?;
+    control::remove(&mnt);
+    if !externally_unmounted {
+        info!("unmounting {}", mnt.display());
+        match mount_table::unmount(&mnt) {
+            Ok(true) => warn!(
+                "{} was busy: detached; it disappears when its last user closes it",
+                mnt.display()
+            ),
+            Ok(false) => {}
+            Err(e) => warn!("cannot unmount {}: {e}", mnt.display()),
+        }
+    }
+    if let Some(r) = &recorder {
+        info!(
+            "boot profile {}: {} reads recorded",
+            r.path().display(),
+            r.lines()
+        );
+    }
+    let stats = fetcher.stats();
+    let usage = usage::usage();
+    info!(
+        downloaded_bytes = stats.downloaded_bytes,
+        uploaded_bytes = stats.uploaded_bytes,
+        cpu_seconds = format!("{:.2}", usage.cpu_seconds),
+        cpu_seconds_per_gb =
+            usage::cpu_per_gb(&usage, stats.downloaded_bytes).map(|c| format!("{c:.2}")),
+        peak_rss_mib = usage.peak_rss_bytes >> 20,
+        "mount ends"
+    );
+    rt.block_on(fetcher.shutdown());
+    drop(kernel);
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! What a mount tells about itself: the read path's counters ([`ReadStats`], kept by the
+//! FUSE adapter), and the [`Status`] snapshot that the control socket sends to `status`
+//! and `prewarm` and that the metrics exporter copies.
+//!
+//! It owns these types and their assembly from the layers below (the swarm's counters,
+//! the piece map, the process's usage); it serves nothing and imports neither the FUSE
+//! adapter nor the control socket, so that both (and the metrics) can depend on it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::usage;
+use crate::release::Release;
+use crate::swarm::Fetcher;
+
+/// Counters of the read path, for `status`.
+#[derive(Debug, Default)]
+pub struct ReadStats {
+    pub passthrough_opens: AtomicU64,
+    pub backing_files: AtomicU64,
+    pub cached_reads: AtomicU64,
+    pub swarm_reads: AtomicU64,
+    pub swarm_read_bytes: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// What a mount tells about itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub name: String,
+    pub infohash: String,
+    pub mountpoint: PathBuf,
+    pub cache_dir: PathBuf,
+    pub pid: u32,
+    pub total_bytes: u64,
+    pub present_bytes: u64,
+    pub pieces_present: u64,
+    pub pieces_total: u64,
+    pub complete: bool,
+    pub downloaded_bytes: u64,
+    pub uploaded_bytes: u64,
+    pub peers: u32,
+    pub download_bps: f64,
+    pub upload_bps: f64,
+    pub passthrough_opens: u64,
+    /// Complete files whose cache file was registered with the kernel for passthrough
+    /// (a file opened again while its backing id is kept is not counted again).
+    pub backing_files: u64,
+    pub cached_reads: u64,
+    pub swarm_reads: u64,
+    pub swarm_read_bytes: u64,
+    pub read_timeouts: u64,
+    pub read_errors: u64,
+    /// Pieces downloaded whole that failed their SHA-1 check (never served).
+    pub hash_failures: u64,
+    pub swarm_error: Option<String>,
+    /// CPU seconds (user + system) the daemon has used, and its peak resident memory.
+    #[serde(default)]
+    pub cpu_seconds: f64,
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
+    /// With a boot profile (`mount --boot-profile`): its pieces here, and in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_pieces_present: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_pieces_total: Option<u64>,
+    /// During `prewarm`: bytes wanted (every byte, or those of `--paths`) and local.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prewarm_total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prewarm_present_bytes: Option<u64>,
+}
+
+/// What the server needs to answer.
+pub struct MountInfo {
+    pub release: Arc<Release>,
+    pub name: String,
+    pub infohash: String,
+    pub mountpoint: PathBuf,
+    pub cache_dir: PathBuf,
+    pub total_bytes: u64,
+    pub piece_length: u64,
+    pub fetcher: Arc<Fetcher>,
+    pub stats: Arc<ReadStats>,
+}
+
+impl MountInfo {
+    pub fn status(&self) -> Status {
+        let s = self.fetcher.stats();
+        let pieces = self.fetcher.pieces();
+        let present = pieces.present();
+        let usage = usage::usage();
+        let boot = self.fetcher.boot_progress();
+        Status {
+            name: self.name.clone(),
+            infohash: self.infohash.clone(),
+            mountpoint: self.mountpoint.clone(),
+            cache_dir: self.cache_dir.clone(),
+            pid: std::process::id(),
+            total_bytes: self.total_bytes,
+            present_bytes: (present * self.piece_length).min(self.total_bytes),
+            pieces_present: present,
+            pieces_total: pieces.total(),
+            complete: pieces.complete(),
+            downloaded_bytes: s.downloaded_bytes,
+            uploaded_bytes: s.uploaded_bytes,
+            peers: s.live_peers,
+            download_bps: s.download_bps,
+            upload_bps: s.upload_bps,
+            passthrough_opens: self.stats.passthrough_opens.load(Ordering::Relaxed),
+            backing_files: self.stats.backing_files.load(Ordering::Relaxed),
+            cached_reads: self.stats.cached_reads.load(Ordering::Relaxed),
+            swarm_reads: self.stats.swarm_reads.load(Ordering::Relaxed),
+            swarm_read_bytes: self.stats.swarm_read_bytes.load(Ordering::Relaxed),
+            read_timeouts: self.stats.timeouts.load(Ordering::Relaxed),
+            read_errors: self.stats.errors.load(Ordering::Relaxed),
+            hash_failures: pieces.hash_failures(),
+            swarm_error: s.error,
+            cpu_seconds: usage.cpu_seconds,
+            peak_rss_bytes: usage.peak_rss_bytes,
+            boot_pieces_present: boot.map(|b| b.0),
+            boot_pieces_total: boot.map(|b| b.1),
+            prewarm_total_bytes: None,
+            prewarm_present_bytes: None,
+        }
+    }
+}
