@@ -3,7 +3,7 @@
 #   scripts/origin-sample.sh OUT & scripts/bench-fleet.sh ...), sample every 0.5 s what
 # the origin's TCP connections are doing (`ss -tin` in its namespace: congestion window,
 # round trip, bytes in flight, retransmissions) and every link queue's drop counter.
-# This is how the session 7 request windows were found: the origin's flows had 22-70
+# This is how the request windows of 542a973 were found: the origin's flows had 22-70
 # packets in flight at 50 ms round trips, without loss. Root. Usage: origin-sample.sh OUT
 set -euo pipefail
 out=${1:?usage: origin-sample.sh OUT}
