@@ -195,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
         comment: None,
         creation_date: None,
         private: false,
+        base: None,
     };
     let release = Arc::new(publish(&dir, &opts, &|_| {})?.release);
     eprintln!(

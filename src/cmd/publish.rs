@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::seed::{serve_until_signal, SwarmArgs};
 use super::ByteProgress;
-use crate::release::{self, PublishOptions, Release};
+use crate::release::{self, Delta, PublishOptions, Release};
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
@@ -41,6 +41,12 @@ pub struct PublishArgs {
     /// Set the private bit (BEP 27): peers then come from trackers and --peer only.
     #[arg(long)]
     pub private: bool,
+    /// The previous release's torrent: publish this one as its delta. Its piece size is
+    /// kept, its unchanged small files stay where they were, and the new torrent names it
+    /// (BEP 38 `similar`), so that every unchanged file has the same pieces in both and a
+    /// host that holds the base fetches only what changed. Prints what is new against it.
+    #[arg(long, value_name = "PREV.torrent")]
+    pub base: Option<PathBuf>,
     /// Print one JSON object (name, infohash, magnet, torrent, sizes) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -55,6 +61,16 @@ pub fn run(args: PublishArgs) -> Result<()> {
     for t in &args.trackers {
         url::Url::parse(t).with_context(|| format!("--tracker {t:?} is not a URL"))?;
     }
+    let base = match &args.base {
+        None => None,
+        Some(p) => {
+            let bytes = std::fs::read(p)
+                .with_context(|| format!("cannot read the base torrent {}", p.display()))?;
+            Some(Release::from_torrent(&bytes).with_context(|| {
+                format!("the base {} is not a usable torrent; give the previous release's .torrent", p.display())
+            })?)
+        }
+    };
     let opts = PublishOptions {
         name: args.name.clone(),
         piece_length: args.piece_size.unwrap_or(0),
@@ -66,6 +82,7 @@ pub fn run(args: PublishArgs) -> Result<()> {
                 .map_or(0, |d| d.as_secs() as i64)
         }),
         private: args.private,
+        base,
     };
     let progress = ByteProgress::new("hashing", None);
     let published = release::publish(&args.dir, &opts, &|n| progress.inc(n))
@@ -76,6 +93,7 @@ pub fn run(args: PublishArgs) -> Result<()> {
             "empty directory {d:?} is not in the torrent: BitTorrent v1 cannot carry empty directories"
         );
     }
+    let delta = published.delta;
     let rel = published.release;
     info!(
         files = rel.visible_entries().count(),
@@ -94,7 +112,7 @@ pub fn run(args: PublishArgs) -> Result<()> {
     write_atomically(&out, &rel.torrent_bytes)
         .with_context(|| format!("cannot write the torrent to {}", out.display()))?;
 
-    print_result(&rel, &out, args.json)?;
+    print_result(&rel, &out, delta.as_ref(), args.json)?;
     if args.seed {
         let rel = Arc::new(rel);
         serve_until_signal(rel, args.dir.clone(), &args.swarm)?;
@@ -102,10 +120,10 @@ pub fn run(args: PublishArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_result(rel: &Release, out: &Path, json: bool) -> Result<()> {
+fn print_result(rel: &Release, out: &Path, delta: Option<&Delta>, json: bool) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     if json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "name": rel.name,
             "infohash": rel.info_hash.to_string(),
             "magnet": rel.magnet(),
@@ -116,6 +134,9 @@ fn print_result(rel: &Release, out: &Path, json: bool) -> Result<()> {
             "files": rel.visible_entries().count(),
             "private": rel.private,
         });
+        if let Some(d) = delta {
+            v["delta"] = serde_json::to_value(d)?;
+        }
         writeln!(stdout, "{v}")?;
     } else {
         writeln!(stdout, "{}", rel.info_hash)?;
@@ -129,6 +150,28 @@ fn print_result(rel: &Release, out: &Path, json: bool) -> Result<()> {
             rel.piece_length / 1024,
             out.display()
         );
+        if let Some(d) = delta {
+            eprintln!(
+                "against the base {}: {} of {} pieces new ({} bytes); files: {} unchanged, \
+                 {} changed, {} added, {} removed ({} bytes changed or added){}",
+                d.base,
+                d.pieces_new,
+                d.pieces,
+                d.bytes_new,
+                d.files_unchanged,
+                d.files_changed,
+                d.files_added,
+                d.files_removed,
+                d.bytes_changed,
+                if d.repacked {
+                    "; small files repacked (the holes passed a tenth of them)".to_string()
+                } else if d.hole_bytes > 0 {
+                    format!("; {} bytes of padding where small files were", d.hole_bytes)
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     Ok(())
 }

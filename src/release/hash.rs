@@ -211,7 +211,7 @@ fn read_exact_at(
 }
 
 /// The SHA-1 of a whole file of `length` bytes.
-fn file_sha1(path: &Path, length: u64) -> Result<[u8; 20], HashError> {
+pub(crate) fn file_sha1(path: &Path, length: u64) -> Result<[u8; 20], HashError> {
     let f = open_nofollow(path)?;
     let mut h = Sha1::new();
     let mut buf = vec![0u8; READ_BUF.min(length as usize).max(1)];

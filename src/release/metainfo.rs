@@ -32,6 +32,9 @@ pub(crate) struct MetaInfo {
     )]
     pub creation_date: Option<i64>,
     pub info: Info,
+    /// BEP 38 outside the info dict (other tools may put it here; swarmfs writes it inside).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similar: Option<Vec<ByteBuf>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -46,6 +49,10 @@ pub(crate) struct Info {
     pub pieces: ByteBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private: Option<i64>,
+    /// BEP 38: infohashes of releases that share data with this one (the base of a
+    /// delta publish). Inside the info dict, so magnet mounts see it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similar: Option<Vec<ByteBuf>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

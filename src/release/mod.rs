@@ -13,7 +13,7 @@ mod metainfo;
 mod model;
 mod verify;
 
-pub use create::{publish, PublishError, PublishOptions, Published};
+pub use create::{publish, Delta, PublishError, PublishOptions, Published, REPACK_HOLE_FRACTION};
 pub(crate) use hash::open_nofollow;
 pub use hash::{HashError, Progress};
 pub use model::{Entry, EntryKind, InfoHash, Release, TorrentError, MIN_PIECE_LENGTH};
@@ -35,6 +35,7 @@ pub(crate) fn test_release(files: &[(&str, u64)], piece: u64) -> Release {
         comment: None,
         creation_date: None,
         private: false,
+        base: None,
     };
     publish(dir.path(), &opts, &|_| {}).unwrap().release
 }

@@ -98,6 +98,9 @@ pub struct Release {
     /// Announce URLs: `announce` first, then `announce-list`, without repeats.
     pub trackers: Vec<String>,
     pub private: bool,
+    /// BEP 38 `similar`: releases that share data with this one (the base it was
+    /// published against first), from inside the info dict and then outside it.
+    pub similar: Vec<InfoHash>,
     /// The torrent file as read; what is handed to peers and to the swarm engine.
     pub torrent_bytes: Vec<u8>,
 }
@@ -143,6 +146,15 @@ impl Release {
         let meta: MetaInfo =
             serde_bencode::from_bytes(bytes).map_err(|e| TorrentError::Decode(e.to_string()))?;
         let info = meta.info;
+        // A hint only: entries that are not 20 bytes are ignored, not refused.
+        let mut similar: Vec<InfoHash> = Vec::new();
+        for h in info.similar.iter().chain(meta.similar.iter()).flatten() {
+            if let Ok(h) = <[u8; 20]>::try_from(h.as_slice()) {
+                if !similar.contains(&InfoHash(h)) && InfoHash(h) != info_hash {
+                    similar.push(InfoHash(h));
+                }
+            }
+        }
 
         check_component(&info.name).map_err(|_| TorrentError::BadName(info.name.clone()))?;
         let pl = info.piece_length;
@@ -219,6 +231,7 @@ impl Release {
             piece_hashes,
             trackers,
             private: info.private.unwrap_or(0) == 1,
+            similar,
             torrent_bytes: bytes.to_vec(),
         })
     }
@@ -374,7 +387,9 @@ mod tests {
                 piece_length: pl,
                 pieces: ByteBuf::from(vec![0u8; 20 * pieces]),
                 private: None,
+                similar: None,
             },
+            similar: None,
         })
         .unwrap()
     }
