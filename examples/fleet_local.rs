@@ -258,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
                     &opts,
                     true,
                     &boot_pieces,
+                    None,
                 )
                 .await?;
                 let (b, full) = host(f.clone(), release, reads, t0).await;

@@ -63,6 +63,12 @@ pub struct MountArgs {
     /// the service, unmount; then mount it everywhere with --boot-profile FILE.
     #[arg(long, value_name = "FILE")]
     pub record_profile: Option<PathBuf>,
+    /// Do not rebuild pieces from the other releases in the cache directory. By default a
+    /// mount takes every piece it can build from a release already here (the one it was
+    /// published against first; files found by content or path), checks each against
+    /// this release's own hashes, and fetches only the rest: a delta deploy.
+    #[arg(long)]
+    pub no_reuse: bool,
     #[command(flatten)]
     pub swarm: SwarmArgs,
 }
@@ -223,6 +229,7 @@ fn serve(args: MountArgs, mnt: PathBuf, profile: Option<BootProfile>) -> Result<
         metrics: args.metrics,
         boot_profile: args.boot_profile.zip(profile),
         record_profile: args.record_profile,
+        reuse: !args.no_reuse,
         swarm,
     };
     daemon::serve(rt, release, config, || {

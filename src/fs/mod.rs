@@ -20,7 +20,7 @@ use std::ops::Range;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::FsError;
-pub use pieces::PieceMap;
+pub use pieces::{PieceMap, PieceSet};
 
 use crate::release::{EntryKind, Release};
 

@@ -103,3 +103,62 @@ impl PieceMap {
         self.changed.subscribe()
     }
 }
+
+/// A set of pieces that changes while others read it (lock-free): the pieces a mount is
+/// rebuilding from local data, which no peer is asked for meanwhile.
+pub struct PieceSet {
+    bits: Vec<AtomicU64>,
+    count: AtomicU64,
+    total: u64,
+}
+
+impl PieceSet {
+    pub fn new(total: u64) -> PieceSet {
+        PieceSet {
+            bits: (0..total.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            total,
+        }
+    }
+
+    pub fn has(&self, piece: u64) -> bool {
+        piece < self.total
+            && self.bits[(piece / 64) as usize].load(Ordering::Acquire) & (1 << (piece % 64)) != 0
+    }
+
+    /// Adds `piece`; returns whether it was new.
+    pub fn insert(&self, piece: u64) -> bool {
+        if piece >= self.total {
+            return false;
+        }
+        let bit = 1 << (piece % 64);
+        let old = self.bits[(piece / 64) as usize].fetch_or(bit, Ordering::AcqRel);
+        let new = old & bit == 0;
+        if new {
+            self.count.fetch_add(1, Ordering::AcqRel);
+        }
+        new
+    }
+
+    /// Removes `piece`; returns whether it was there.
+    pub fn remove(&self, piece: u64) -> bool {
+        if piece >= self.total {
+            return false;
+        }
+        let bit = 1 << (piece % 64);
+        let old = self.bits[(piece / 64) as usize].fetch_and(!bit, Ordering::AcqRel);
+        let was = old & bit != 0;
+        if was {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
+        was
+    }
+
+    pub fn len(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

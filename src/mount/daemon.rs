@@ -17,11 +17,13 @@ use tracing::{info, warn};
 use super::control::{self, MountInfo};
 use super::fuse::SwarmFs;
 use super::profile::{BootProfile, Recorder};
+use super::reuse::Reuse;
 use super::status::ReadStats;
 use super::store::Store;
 use super::table as mount_table;
 use super::{metrics, usage};
 use crate::fs::FsTree;
+use crate::release::reuse::Plan;
 use crate::release::Release;
 use crate::swarm::{Fetcher, SwarmOptions};
 
@@ -42,6 +44,8 @@ pub struct MountConfig {
     pub boot_profile: Option<(PathBuf, BootProfile)>,
     /// Record a boot profile into this file.
     pub record_profile: Option<PathBuf>,
+    /// Rebuild what the other releases in the cache directory hold (delta deploys).
+    pub reuse: bool,
     pub swarm: SwarmOptions,
 }
 
@@ -103,6 +107,19 @@ pub fn serve(
         None => None,
         Some(path) => Some(Arc::new(Recorder::create(path, &release)?)),
     };
+    // Pieces other releases in the cache can give are rebuilt while the mount joins the
+    // swarm; no peer is asked for them meanwhile.
+    let reuse = if config.reuse {
+        let locals = Store::local_releases(&config.cache_dir, &release);
+        if locals.is_empty() {
+            None
+        } else {
+            let plan = Plan::new(release.clone(), locals);
+            Reuse::start(plan, store.clone(), &boot)
+        }
+    } else {
+        None
+    };
     let fetcher = rt
         .block_on(Fetcher::start(
             release.clone(),
@@ -111,8 +128,12 @@ pub fn serve(
             &config.swarm,
             config.prefetch,
             &boot,
+            reuse.as_ref().map(|r| r.deferred()),
         ))
         .context("cannot join the swarm")?;
+    if let Some(r) = &reuse {
+        r.attach(fetcher.clone());
+    }
     let stats = Arc::new(ReadStats::default());
     let fs = SwarmFs {
         tree: Arc::new(FsTree::new(&release)),
@@ -139,6 +160,7 @@ pub fn serve(
         piece_length: release.piece_length,
         fetcher: fetcher.clone(),
         stats,
+        reuse,
     });
     if let Some(addr) = config.metrics {
         rt.block_on(async { metrics::serve(addr) })?;

@@ -49,6 +49,7 @@ pub fn update(s: &Status) {
     counter!("swarmfs_bytes_prefetched_total")
         .absolute(s.downloaded_bytes.saturating_sub(s.swarm_read_bytes));
     counter!("swarmfs_bytes_uploaded_total").absolute(s.uploaded_bytes);
+    counter!("swarmfs_bytes_reused_total").absolute(s.reused_bytes);
     counter!("swarmfs_read_timeouts_total").absolute(s.read_timeouts);
     counter!("swarmfs_read_errors_total").absolute(s.read_errors);
     counter!("swarmfs_passthrough_opens_total").absolute(s.passthrough_opens);

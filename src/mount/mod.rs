@@ -5,6 +5,7 @@
 //!   one place where a mount's sync code meets its async code.
 //! - [`store`]: the release's cache folder on disk and its start-up check.
 //! - [`profile`]: boot profiles, read from a file and recorded into one.
+//! - [`reuse`]: pieces rebuilt from the other releases in the cache (delta deploys).
 //! - [`status`]: the read path's counters and the status snapshot.
 //! - [`control`]: the per-mount socket that `status` and `prewarm` talk to.
 //! - [`metrics`]: the Prometheus exporter.
@@ -12,7 +13,8 @@
 //! - [`usage`]: CPU time and peak memory of this process.
 //!
 //! It builds on the layers below it (`release`, `fs`, `swarm`) and is used only by `cmd`;
-//! nothing below imports it. Inside it, `status` depends on no sibling but `usage`, so
+//! nothing below imports it. Inside it, `status` depends on no sibling but `usage` and
+//! `reuse`, so
 //! the adapter, the control socket and the metrics all read it without importing each
 //! other. A mount writes only under its cache directory and the run directory of its
 //! control socket.
@@ -22,6 +24,7 @@ pub mod daemon;
 pub mod fuse;
 pub mod metrics;
 pub mod profile;
+pub mod reuse;
 pub mod status;
 pub mod store;
 pub mod table;

@@ -3,8 +3,9 @@
 //! and `prewarm` and that the metrics exporter copies.
 //!
 //! It owns these types and their assembly from the layers below (the swarm's counters,
-//! the piece map, the process's usage); it serves nothing and imports neither the FUSE
-//! adapter nor the control socket, so that both (and the metrics) can depend on it.
+//! the piece map, the rebuild's counters, the process's usage); it serves nothing and
+//! imports neither the FUSE adapter nor the control socket, so that both (and the
+//! metrics) can depend on it.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::reuse::Reuse;
 use super::usage;
 use crate::release::Release;
 use crate::swarm::Fetcher;
@@ -68,6 +70,14 @@ pub struct Status {
     pub boot_pieces_present: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_pieces_total: Option<u64>,
+    /// Bytes and pieces rebuilt from other releases in the cache (a delta deploy), and
+    /// whether that is still going on; the rest came (or comes) from the swarm.
+    #[serde(default)]
+    pub reused_bytes: u64,
+    #[serde(default)]
+    pub reused_pieces: u64,
+    #[serde(default)]
+    pub reuse_running: bool,
     /// During `prewarm`: bytes wanted (every byte, or those of `--paths`) and local.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prewarm_total_bytes: Option<u64>,
@@ -86,6 +96,8 @@ pub struct MountInfo {
     pub piece_length: u64,
     pub fetcher: Arc<Fetcher>,
     pub stats: Arc<ReadStats>,
+    /// The rebuild from other releases in the cache, when there was one.
+    pub reuse: Option<Arc<Reuse>>,
 }
 
 impl MountInfo {
@@ -95,6 +107,7 @@ impl MountInfo {
         let present = pieces.present();
         let usage = usage::usage();
         let boot = self.fetcher.boot_progress();
+        let reuse = self.reuse.as_ref().map(|r| r.stats()).unwrap_or_default();
         Status {
             name: self.name.clone(),
             infohash: self.infohash.clone(),
@@ -124,6 +137,9 @@ impl MountInfo {
             peak_rss_bytes: usage.peak_rss_bytes,
             boot_pieces_present: boot.map(|b| b.0),
             boot_pieces_total: boot.map(|b| b.1),
+            reused_bytes: reuse.bytes_reused,
+            reused_pieces: reuse.pieces_reused,
+            reuse_running: reuse.running,
             prewarm_total_bytes: None,
             prewarm_present_bytes: None,
         }

@@ -11,6 +11,7 @@ mod create;
 mod hash;
 mod metainfo;
 mod model;
+pub mod reuse;
 mod verify;
 
 pub use create::{publish, Delta, PublishError, PublishOptions, Published, REPACK_HOLE_FRACTION};

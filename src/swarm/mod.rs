@@ -30,7 +30,7 @@ use librqbit::{
 };
 use tracing::{info, info_span, Instrument};
 
-use crate::fs::PieceMap;
+use crate::fs::{PieceMap, PieceSet};
 use crate::release::Release;
 
 /// How this peer joins swarms.
@@ -172,6 +172,7 @@ impl Fetcher {
         opts: &SwarmOptions,
         prefetch: bool,
         boot: &[u32],
+        deferred: Option<Arc<PieceSet>>,
     ) -> Result<Arc<Fetcher>, SwarmError> {
         let span = info_span!("swarm", infohash = %release.info_hash);
         async move {
@@ -183,6 +184,7 @@ impl Fetcher {
                 pieces.clone(),
                 opts.listen.map(|a| a.ip()),
                 boot,
+                deferred.clone(),
             ));
             let factory = cache_storage::CacheStorageFactory {
                 release: release.clone(),
@@ -217,7 +219,12 @@ impl Fetcher {
             };
             let torrent = add_release(&session, &release, add_opts).await?;
             // Reads of cached pieces do not wait for librqbit; it finishes its check aside.
-            end_check_when_initialized(&torrent, &checking);
+            // Pieces rebuilt from local data while it checked are handed over after it.
+            end_check_when_initialized(
+                &torrent,
+                &checking,
+                deferred.is_some().then(|| pieces.clone()),
+            );
             let fetcher = Arc::new(Fetcher {
                 session,
                 torrent,
@@ -289,8 +296,21 @@ impl Fetcher {
         }
     }
 
-    /// Peers that found nothing to ask for look again (at once, not at their next tick).
-    fn wake_requesters(&self) {
+    /// A piece rebuilt from local data is here and verified (its `PieceMap` bit set):
+    /// peers are told, and nobody is asked for it. Before the engine is live this waits
+    /// for the hand-over that follows its check.
+    pub fn add_local_piece(&self, piece: u64) {
+        add_local(&self.torrent, piece);
+    }
+
+    /// Appends the pieces reads wait on that are being rebuilt locally.
+    pub fn waited_deferred(&self, out: &mut Vec<u64>) {
+        self.picker.waited_deferred(out);
+    }
+
+    /// Peers that found nothing to ask for look again (at once, not at their next tick):
+    /// after a read claims pieces, or a rebuild gives pieces back to the swarm.
+    pub fn wake_requesters(&self) {
         if let Some(live) = self.torrent.live() {
             live.wake_piece_requesters();
         }
@@ -340,9 +360,12 @@ impl Fetcher {
 }
 
 /// Clears the storage's checking flag once librqbit has finished checking the cache.
+/// With `local`, then hands librqbit every verified piece it does not have (pieces
+/// rebuilt from local data while it checked, which its check may have missed).
 fn end_check_when_initialized(
     torrent: &Arc<ManagedTorrent>,
     checking: &Arc<std::sync::atomic::AtomicBool>,
+    local: Option<Arc<PieceMap>>,
 ) {
     let (t, checking) = (torrent.clone(), checking.clone());
     tokio::spawn(
@@ -351,10 +374,34 @@ fn end_check_when_initialized(
             checking.store(false, std::sync::atomic::Ordering::Release);
             if let Err(e) = r {
                 tracing::warn!("the swarm engine failed to start: {e:#}");
+                return;
+            }
+            if let Some(pieces) = local {
+                let mut added = 0u64;
+                for p in (0..pieces.total()).filter(|&p| pieces.has(p)) {
+                    if add_local(&t, p) {
+                        added += 1;
+                    }
+                }
+                tracing::debug!(added, "pieces rebuilt locally handed to the swarm engine");
             }
         }
         .in_current_span(),
     );
+}
+
+/// Tells the live torrent that piece `p` is here and verified; whether it was new to it.
+fn add_local(torrent: &ManagedTorrent, p: u64) -> bool {
+    let Some(live) = torrent.live() else {
+        return false;
+    };
+    match live.add_local_piece(p as u32) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::debug!(piece = p, "cannot hand a local piece to the swarm engine: {e:#}");
+            false
+        }
+    }
 }
 
 /// How often the supervisor looks at the engine.
@@ -408,7 +455,7 @@ async fn supervise(fetcher: std::sync::Weak<Fetcher>) {
         f.write_errno.store(0, Ordering::Release);
         f.checking.store(true, Ordering::Release);
         match f.session.unpause(&f.torrent).await {
-            Ok(()) => end_check_when_initialized(&f.torrent, &f.checking),
+            Ok(()) => end_check_when_initialized(&f.torrent, &f.checking, None),
             Err(e) => tracing::warn!("restarting the swarm engine failed: {e:#}"),
         }
         next_try = tokio::time::Instant::now() + backoff;

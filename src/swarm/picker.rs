@@ -40,7 +40,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::fs::PieceMap;
+use crate::fs::{PieceMap, PieceSet};
 use crate::release::{EntryKind, Release};
 
 /// Files this small are fetched whole in the first background class.
@@ -124,6 +124,8 @@ pub struct Picker {
     boot_done: std::sync::atomic::AtomicBool,
     /// Pieces other hosts said they asked the origin for, and when.
     fetching: Mutex<HashMap<u32, Instant>>,
+    /// Pieces being rebuilt from local data (a delta deploy): asked of no peer meanwhile.
+    deferred: Option<Arc<PieceSet>>,
 }
 
 impl Picker {
@@ -134,6 +136,7 @@ impl Picker {
         pieces: Arc<PieceMap>,
         me: Option<IpAddr>,
         boot: &[u32],
+        deferred: Option<Arc<PieceSet>>,
     ) -> Picker {
         let seed = random_seed();
         Picker {
@@ -150,7 +153,25 @@ impl Picker {
             boot_done: std::sync::atomic::AtomicBool::new(boot.is_empty()),
             fetching: Mutex::new(HashMap::new()),
             pieces,
+            deferred,
         }
+    }
+
+    /// Whether `piece` is being rebuilt from local data now.
+    fn is_deferred(&self, piece: u32) -> bool {
+        self.deferred.as_ref().is_some_and(|d| d.has(piece as u64))
+    }
+
+    /// Appends the pieces reads wait on that are being rebuilt from local data: the
+    /// rebuild takes them first.
+    pub fn waited_deferred(&self, out: &mut Vec<u64>) {
+        let u = self.urgent.lock().expect("not poisoned");
+        out.extend(
+            u.iter()
+                .map(|(p, _, _)| *p)
+                .filter(|&p| self.is_deferred(p))
+                .map(u64::from),
+        );
     }
 
     /// Whether another host said, less than `within` ago, that it asked the origin for
@@ -259,7 +280,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         out.extend(
             u.iter()
                 .map(|(p, _, _)| *p)
-                .filter(|&p| !self.pieces.has(p as u64)),
+                .filter(|&p| !self.pieces.has(p as u64) && !self.is_deferred(p)),
         );
     }
 
@@ -271,7 +292,11 @@ impl librqbit::piece_picker::PiecePicker for Picker {
             return;
         }
         let a = self.ahead.lock().expect("not poisoned");
-        out.extend(a.iter().copied().filter(|&p| !self.pieces.has(p as u64)));
+        out.extend(
+            a.iter()
+                .copied()
+                .filter(|&p| !self.pieces.has(p as u64) && !self.is_deferred(p)),
+        );
     }
 
     fn background_order(&self) -> Option<Arc<[Vec<u32>]>> {
@@ -279,7 +304,13 @@ impl librqbit::piece_picker::PiecePicker for Picker {
     }
 
     fn background_allowed(&self) -> bool {
-        self.urgent.lock().expect("not poisoned").is_empty()
+        // A read waiting on a piece rebuilt locally holds no peer's work back.
+        let u = self.urgent.lock().expect("not poisoned");
+        u.iter().all(|&(p, _, _)| self.is_deferred(p))
+    }
+
+    fn deferred(&self, piece: u32) -> bool {
+        self.is_deferred(piece)
     }
 
     fn tiers_while_held_back(&self) -> usize {
@@ -517,7 +548,7 @@ mod tests {
     fn peers_share_one_request_budget_but_small_swarms_keep_full_windows() {
         use librqbit::piece_picker::PiecePicker;
         let r = release(&[("a", 1 << 16)], 16 << 10);
-        let picker = Picker::new(&r, Arc::new(PieceMap::new(r.piece_count())), None, &[]);
+        let picker = Picker::new(&r, Arc::new(PieceMap::new(r.piece_count())), None, &[], None);
         let window = |n| picker.peer_request_window(n).unwrap();
         // One peer connection: 16 chunks, as before the budget.
         for n in 0..=1 {
@@ -539,7 +570,7 @@ mod tests {
         let ip = |i: u8| IpAddr::from([10, 77, 0, i]);
         let r = release(&[("bin/app", 64 << 14)], 16 << 10);
         let pieces = Arc::new(PieceMap::new(r.piece_count()));
-        let picker = Arc::new(Picker::new(&r, pieces.clone(), Some(ip(11)), &[]));
+        let picker = Arc::new(Picker::new(&r, pieces.clone(), Some(ip(11)), &[], None));
         // A piece a read waits on, whose turn at the origin has come (rank 0, alone).
         let _read = picker.want(5..6);
         assert!(picker.may_ask_seeder(5, &[]));
@@ -595,7 +626,7 @@ mod tests {
         let r = release(&[("bin/app", 64 << 14)], 16 << 10);
         let pieces = Arc::new(PieceMap::new(r.piece_count()));
         let me = fleet[0];
-        let picker = Arc::new(Picker::new(&r, pieces.clone(), Some(me), &[]));
+        let picker = Arc::new(Picker::new(&r, pieces.clone(), Some(me), &[], None));
         let late = (0..64u32)
             .find(|&p| seeder_rank(p, me, &fleet) >= 2)
             .unwrap();
@@ -612,7 +643,7 @@ mod tests {
         std::thread::sleep(SEEDER_STAGGER * STAGGER_RANKS as u32);
         assert!(picker.may_ask_seeder(late, &fleet));
         // Without an address of its own (listening on 0.0.0.0) a host never waits.
-        let anywhere = Picker::new(&r, pieces, Some(IpAddr::from([0, 0, 0, 0])), &[]);
+        let anywhere = Picker::new(&r, pieces, Some(IpAddr::from([0, 0, 0, 0])), &[], None);
         assert!(anywhere.may_ask_seeder(late, &fleet));
     }
 
@@ -622,9 +653,9 @@ mod tests {
         let r = release(&[("bin/app", 8 << 14)], 16 << 10);
         let pieces = Arc::new(PieceMap::new(r.piece_count()));
         // Without a profile every `have` goes at once.
-        let plain = Picker::new(&r, pieces.clone(), None, &[]);
+        let plain = Picker::new(&r, pieces.clone(), None, &[], None);
         assert!(!plain.have_may_wait(5));
-        let picker = Picker::new(&r, pieces.clone(), None, &[2, 1]);
+        let picker = Picker::new(&r, pieces.clone(), None, &[2, 1], None);
         assert!(!picker.have_may_wait(5), "the boot is not done yet");
         pieces.set(1);
         pieces.set(2);

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary, real files, real third-party peers on 127.0.0.1.
 //! All in one test binary (as ripgrep does) so they share one build.
 
+mod delta;
 mod deploy;
 mod host;
 mod hostile;

@@ -83,4 +83,11 @@ pub trait PiecePicker: Send + Sync {
     fn have_may_wait(&self, _piece: u32) -> bool {
         false
     }
+
+    /// Whether `piece` is being made available another way now (the application rebuilds
+    /// it from local data): no peer is asked for it until this turns false. The
+    /// application then calls `wake_piece_requesters`, and `add_local_piece` if it made it.
+    fn deferred(&self, _piece: u32) -> bool {
+        false
+    }
 }

@@ -677,6 +677,38 @@ impl TorrentStateLive {
         self.new_pieces_notify.notify_waiters();
     }
 
+    /// swarmfs patch: a piece the application has written to the storage and verified
+    /// itself (rebuilt from local data of another torrent): it becomes a piece we have,
+    /// as a downloaded one would, and every peer is told (`have`). Requests in flight for
+    /// it are cancelled. Returns whether it was new. Not counted as downloaded.
+    pub fn add_local_piece(&self, piece: u32) -> crate::Result<bool> {
+        let Some(index) = self.lengths.validate_piece_index(piece) else {
+            return Ok(false);
+        };
+        let senders = {
+            let mut g = self.lock_write("add_local_piece");
+            let pieces = g.get_pieces_mut()?;
+            if pieces.chunks().is_piece_have(index) {
+                return Ok(false);
+            }
+            let inflight = pieces.take_inflight_piece(index);
+            pieces.mark_piece_hash_ok(index);
+            inflight
+                .map(|f| std::iter::once(f.peer).chain(f.helpers).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        for peer in senders {
+            self.peers.with_live_mut(peer, "cancel_local_piece", |live| {
+                live.cancel_inflight_requests_for_piece(index);
+            });
+        }
+        let piece_len = self.lengths.piece_length(index) as u64;
+        self.stats.have_bytes.fetch_add(piece_len, Ordering::Relaxed);
+        self.on_piece_completed(index).map_err(Error::Anyhow)?;
+        self.transmit_haves(index);
+        Ok(true)
+    }
+
     pub fn info(&self) -> &ValidatedTorrentMetaV1Info<ByteBufOwned> {
         &self.metadata.info
     }
@@ -1593,7 +1625,12 @@ impl PeerHandler {
                         .chain(self.state.streams.iter_next_pieces(&self.state.lengths)),
                     file_priorities,
                     file_infos: &self.state.metadata.file_infos,
-                    peer_has_piece: |p| bf.get(p.get() as usize).map(|v| *v) == Some(true),
+                    // swarmfs patch: a piece the application is getting elsewhere
+                    // (`PiecePicker::deferred`) is asked of no peer meanwhile.
+                    peer_has_piece: |p| {
+                        bf.get(p.get() as usize).map(|v| *v) == Some(true)
+                            && !picker.is_some_and(|pk| pk.deferred(p.get()))
+                    },
                     can_steal: |p| {
                         self.state.per_piece_locks[p.get_usize()]
                             .try_write()
