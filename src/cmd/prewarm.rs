@@ -61,15 +61,20 @@ pub fn run(args: PrewarmArgs) -> Result<()> {
             s.prewarm_present_bytes.unwrap_or(s.present_bytes),
             s.prewarm_total_bytes.unwrap_or(s.total_bytes),
         );
+        let sources = format!(
+            "{} peers, {} downloaded, {} reused from the cache",
+            s.peers,
+            indicatif::HumanBytes(s.downloaded_bytes),
+            indicatif::HumanBytes(s.reused_bytes)
+        );
         if tty {
-            bar.set(have, want, &format!("{} peers", s.peers));
+            bar.set(have, want, &sources);
         } else if last_log.elapsed() >= Duration::from_secs(5) || have == want {
             eprintln!(
-                "prewarm {}: {have}/{want} bytes ({:.0}%), {:.1} MiB/s, {} peers",
+                "prewarm {}: {have}/{want} bytes ({:.0}%), {:.1} MiB/s, {sources}",
                 s.name,
                 100.0 * have as f64 / want.max(1) as f64,
                 s.download_bps / 1048576.0,
-                s.peers
             );
             last_log = Instant::now();
         }
@@ -114,14 +119,16 @@ pub fn run(args: PrewarmArgs) -> Result<()> {
         .into());
     }
     eprintln!(
-        "{}: all {want} bytes{} local and verified ({:.1} s)",
+        "{}: all {want} bytes{} local and verified ({:.1} s; {} downloaded, {} reused from other releases in the cache)",
         s.name,
         if args.paths.is_empty() {
             ""
         } else {
             " of the matching files"
         },
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        s.downloaded_bytes,
+        s.reused_bytes
     );
     Ok(())
 }

@@ -48,7 +48,7 @@ fn print(s: &Status, json: bool) {
         return;
     }
     println!(
-        "{}\t{} ({})\t{}/{} bytes ({:.0}%){}{}\tpeers {}\tdown {:.1} MiB/s up {:.1} MiB/s\tuploaded {}\treads {} cached {} swarm\ttimeouts {} errors {} hash failures {}\tcpu {:.1} s rss {} MiB\tcache {}",
+        "{}\t{} ({})\t{}/{} bytes ({:.0}%){}{}\tdownloaded {} reused {}{}\tpeers {}\tdown {:.1} MiB/s up {:.1} MiB/s\tuploaded {}\treads {} cached {} swarm\ttimeouts {} errors {} hash failures {}\tcpu {:.1} s rss {} MiB\tcache {}",
         s.mountpoint.display(),
         s.name,
         s.infohash,
@@ -60,6 +60,9 @@ fn print(s: &Status, json: bool) {
             (Some(h), Some(t)) => format!(", boot profile {h}/{t} pieces"),
             _ => String::new(),
         },
+        s.downloaded_bytes,
+        s.reused_bytes,
+        if s.reuse_running { " (rebuilding)" } else { "" },
         s.peers,
         s.download_bps / 1048576.0,
         s.upload_bps / 1048576.0,
