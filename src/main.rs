@@ -43,6 +43,9 @@ enum Command {
     Status(cmd::status::StatusArgs),
     /// Print the infohash (and with --json the files) of a torrent, magnet link or infohash.
     Info(cmd::info::InfoArgs),
+    /// List the releases in a cache directory (size, last mount, mounted or not), remove
+    /// some, or prune it to a size.
+    Cache(cmd::cache::CacheArgs),
     /// Write a generated sample release (for demos and tests) into a new directory.
     Sample(cmd::sample::SampleArgs),
 }
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => cmd::sample::run(a),
         Command::Mount(a) => cmd::mount::run(a),
         Command::Info(a) => cmd::info::run(a),
+        Command::Cache(a) => cmd::cache::run(a),
         Command::Unmount(a) => cmd::mount::unmount(a),
         Command::Prewarm(a) => cmd::prewarm::run(a),
         Command::Status(a) => cmd::status::run(a),

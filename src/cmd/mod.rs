@@ -4,6 +4,7 @@
 //! `mount`) and their errors into `anyhow` errors that name the input and what to do.
 //! Nothing imports `cmd` but `main.rs`.
 
+pub mod cache;
 pub mod info;
 pub mod mount;
 pub mod prewarm;

@@ -10,6 +10,7 @@ use clap::Args;
 use tracing::{info, warn};
 
 use super::seed::SwarmArgs;
+use crate::mount::cache;
 use crate::mount::control;
 use crate::mount::daemon::{self, MountConfig};
 use crate::mount::profile::BootProfile;
@@ -32,9 +33,16 @@ pub struct MountArgs {
     /// Stay attached (for systemd and benchmarks) instead of returning once mounted.
     #[arg(long)]
     pub foreground: bool,
-    /// Where verified pieces are kept; a restart reuses them.
+    /// Where verified pieces are kept; a restart reuses them, and the next release
+    /// rebuilds what it shares with them.
     #[arg(long, default_value = "/var/cache/swarmfs")]
     pub cache_dir: PathBuf,
+    /// How much the cache directory may hold (e.g. 20G): at mount, releases are evicted,
+    /// least recently mounted first, to fit this with the new release complete; never a
+    /// mounted one, nor the release this one is rebuilt from [default: keep a tenth of
+    /// the cache's filesystem free].
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
+    pub cache_size: Option<u64>,
     /// A read whose pieces cannot be had in this long fails with EIO (e.g. 30s, 500ms).
     #[arg(long, default_value = "60s", value_parser = super::parse_duration)]
     pub read_timeout: Duration,
@@ -230,6 +238,9 @@ fn serve(args: MountArgs, mnt: PathBuf, profile: Option<BootProfile>) -> Result<
         boot_profile: args.boot_profile.zip(profile),
         record_profile: args.record_profile,
         reuse: !args.no_reuse,
+        cache_budget: args
+            .cache_size
+            .map_or(cache::DEFAULT_BUDGET, cache::Budget::Bytes),
         swarm,
     };
     daemon::serve(rt, release, config, || {

@@ -67,7 +67,10 @@ pub fn run(args: PublishArgs) -> Result<()> {
             let bytes = std::fs::read(p)
                 .with_context(|| format!("cannot read the base torrent {}", p.display()))?;
             Some(Release::from_torrent(&bytes).with_context(|| {
-                format!("the base {} is not a usable torrent; give the previous release's .torrent", p.display())
+                format!(
+                    "the base {} is not a usable torrent; give the previous release's .torrent",
+                    p.display()
+                )
             })?)
         }
     };

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 
+use super::cache::{self, Budget};
 use super::control::{self, MountInfo};
 use super::fuse::SwarmFs;
 use super::profile::{BootProfile, Recorder};
@@ -46,6 +47,8 @@ pub struct MountConfig {
     pub record_profile: Option<PathBuf>,
     /// Rebuild what the other releases in the cache directory hold (delta deploys).
     pub reuse: bool,
+    /// How much the cache directory may hold; older releases are evicted to fit.
+    pub cache_budget: Budget,
     pub swarm: SwarmOptions,
 }
 
@@ -107,6 +110,30 @@ pub fn serve(
         None => None,
         Some(path) => Some(Arc::new(Recorder::create(path, &release)?)),
     };
+    // Room for what is still to come: older releases go, least recently used first, but
+    // never a mounted one, nor this release's base or the best source of its pieces.
+    let best_source = Store::local_releases(&config.cache_dir, &release)
+        .first()
+        .map(|l| l.release.info_hash);
+    let mut protect = vec![release.info_hash];
+    protect.extend(release.similar.iter().copied());
+    protect.extend(best_source);
+    let incoming = release
+        .total_length
+        .saturating_sub(pieces.present() * release.piece_length);
+    match cache::evict(&config.cache_dir, config.cache_budget, incoming, &protect) {
+        Ok(removed) => {
+            for c in removed {
+                info!(
+                    infohash = %c.infohash,
+                    name = c.name.as_deref().unwrap_or("?"),
+                    bytes = c.bytes,
+                    "evicted from the cache (least recently used) to make room"
+                );
+            }
+        }
+        Err(e) => warn!("cannot make room in the cache: {e}"),
+    }
     // Pieces other releases in the cache can give are rebuilt while the mount joins the
     // swarm; no peer is asked for them meanwhile.
     let reuse = if config.reuse {

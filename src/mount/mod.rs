@@ -4,6 +4,7 @@
 //! - [`fuse`]: `SwarmFs`, the thin FUSE adapter (the only importer of `fuser`) and the
 //!   one place where a mount's sync code meets its async code.
 //! - [`store`]: the release's cache folder on disk and its start-up check.
+//! - [`cache`]: the cache directory's releases, their sizes and eviction in a budget.
 //! - [`profile`]: boot profiles, read from a file and recorded into one.
 //! - [`reuse`]: pieces rebuilt from the other releases in the cache (delta deploys).
 //! - [`status`]: the read path's counters and the status snapshot.
@@ -19,6 +20,7 @@
 //! other. A mount writes only under its cache directory and the run directory of its
 //! control socket.
 
+pub mod cache;
 pub mod control;
 pub mod daemon;
 pub mod fuse;

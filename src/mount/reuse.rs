@@ -130,7 +130,17 @@ impl Reuse {
         let write_error: Mutex<Option<std::io::Error>> = Mutex::new(None);
         std::thread::scope(|s| {
             for _ in 0..workers {
-                s.spawn(|| self.work(&plan, &store, &order, &cursor, &claimed, &stop, &write_error));
+                s.spawn(|| {
+                    self.work(
+                        &plan,
+                        &store,
+                        &order,
+                        &cursor,
+                        &claimed,
+                        &stop,
+                        &write_error,
+                    )
+                });
             }
         });
         // Whatever was not tried (a write failed) goes back to the swarm.
@@ -153,7 +163,10 @@ impl Reuse {
             bytes = st.bytes_reused,
             from_swarm = st.pieces_failed,
             seconds = format!("{:.2}", took.as_secs_f64()),
-            mb_per_s = format!("{:.0}", st.bytes_reused as f64 / 1e6 / took.as_secs_f64().max(1e-6)),
+            mb_per_s = format!(
+                "{:.0}",
+                st.bytes_reused as f64 / 1e6 / took.as_secs_f64().max(1e-6)
+            ),
             "rebuilt pieces from releases already in the cache"
         );
     }
@@ -197,11 +210,13 @@ impl Reuse {
             }
             let len = release
                 .piece_length
-                .min(release.total_length - p * release.piece_length) as usize;
+                .min(release.total_length - p * release.piece_length)
+                as usize;
             let buf = &mut buf[..len];
             let want = &release.piece_hashes[p as usize];
             let built = plan.candidates(p).into_iter().any(|c| {
-                plan.read(p, c, buf, &mut reader).is_ok() && <[u8; 20]>::from(Sha1::digest(&*buf)) == *want
+                plan.read(p, c, buf, &mut reader).is_ok()
+                    && <[u8; 20]>::from(Sha1::digest(&*buf)) == *want
             });
             let mut done = false;
             if built {

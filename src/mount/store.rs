@@ -66,15 +66,15 @@ impl Store {
         fs::create_dir_all(root.join("data")).map_err(io_err(&root))?;
         let lock_path = root.join("lock");
         let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&lock),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        } != 0
-        {
-            return Err(StoreError::Busy { path: root });
+        // Another mount holds it, or `swarmfs cache` looks at it for a moment: wait a
+        // little before calling it busy.
+        let mut tries = 0;
+        while !super::cache::try_lock(&lock) {
+            tries += 1;
+            if tries == 25 {
+                return Err(StoreError::Busy { path: root });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let torrent = root.join("torrent");
         if fs::read(&torrent).ok().as_deref() != Some(&release.torrent_bytes[..]) {

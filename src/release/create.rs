@@ -214,9 +214,22 @@ pub fn publish(
         total_length,
     };
     let (pieces, file_sha1s) = stream.piece_and_file_hashes(progress)?;
-    let delta = opts.base.as_ref().zip(holes).map(|(base, (hole_bytes, repacked))| {
-        delta(base, &entries, &pieces, &file_sha1s, pl, total_length, hole_bytes, repacked)
-    });
+    let delta = opts
+        .base
+        .as_ref()
+        .zip(holes)
+        .map(|(base, (hole_bytes, repacked))| {
+            delta(
+                base,
+                &entries,
+                &pieces,
+                &file_sha1s,
+                pl,
+                total_length,
+                hole_bytes,
+                repacked,
+            )
+        });
 
     let files = entries
         .iter()
@@ -587,7 +600,10 @@ fn layout_with_base(
         .filter(|(p, _)| !placed.contains(p))
         .collect();
     let start = offset.next_multiple_of(pl);
-    if rest.iter().any(|(_, f)| matches!(f, Found::File { len, .. } if *len > 0)) {
+    if rest
+        .iter()
+        .any(|(_, f)| matches!(f, Found::File { len, .. } if *len > 0))
+    {
         pad_to(&mut entries, &mut offset, start);
     }
     for mut e in layout(rest, pl) {
@@ -745,7 +761,11 @@ mod tests {
     fn release_n(dir: &Path) -> Vec<(String, usize, u64)> {
         let mut files = vec![("bin/app".to_string(), 3 * PL as usize + 100, 1)];
         for i in 0..20u64 {
-            files.push((format!("conf/f{i:02}"), 1024 * (1 + (i as usize * 7) % 9), 100 + i));
+            files.push((
+                format!("conf/f{i:02}"),
+                1024 * (1 + (i as usize * 7) % 9),
+                100 + i,
+            ));
         }
         let as_ref: Vec<(&str, usize, u64)> =
             files.iter().map(|(p, l, s)| (p.as_str(), *l, *s)).collect();
@@ -757,12 +777,17 @@ mod tests {
     fn a_delta_publish_keeps_the_pieces_of_unchanged_files_and_names_its_base() {
         let n_dir = tempfile::tempdir().unwrap();
         release_n(n_dir.path());
-        let n = publish(n_dir.path(), &opts(PL, None), &|_| {}).unwrap().release;
+        let n = publish(n_dir.path(), &opts(PL, None), &|_| {})
+            .unwrap()
+            .release;
 
         // N+1: f09 changed in place, f02 removed, f07a added between f07 and f08.
         let m_dir = tempfile::tempdir().unwrap();
         release_n(m_dir.path());
-        write_tree(m_dir.path(), &[("conf/f09", 1024, 999), ("conf/f07a", 3000, 7)]);
+        write_tree(
+            m_dir.path(),
+            &[("conf/f09", 1024, 999), ("conf/f07a", 3000, 7)],
+        );
         std::fs::remove_file(m_dir.path().join("conf/f02")).unwrap();
 
         let with = publish(m_dir.path(), &opts(0, Some(n.clone())), &|_| {}).unwrap();
@@ -770,14 +795,23 @@ mod tests {
         assert_eq!(with.release.piece_length, PL, "the base's piece length");
         assert_eq!(with.release.similar, vec![n.info_hash]);
         assert_eq!(
-            (d.files_unchanged, d.files_changed, d.files_added, d.files_removed),
+            (
+                d.files_unchanged,
+                d.files_changed,
+                d.files_added,
+                d.files_removed
+            ),
             (19, 1, 1, 1)
         );
         assert_eq!(d.bytes_changed, 1024 + 3000);
         assert!(!d.repacked && d.hole_bytes == 1024 + 6144, "{d:?}");
         // Unchanged small files sit where they were in N.
         let off = |r: &Release, p: &str| {
-            r.entries.iter().find(|e| e.display_path() == p).unwrap().offset
+            r.entries
+                .iter()
+                .find(|e| e.display_path() == p)
+                .unwrap()
+                .offset
         };
         for f in ["conf/f00", "conf/f08", "conf/f19"] {
             assert_eq!(off(&with.release, f) % PL, off(&n, f) % PL, "{f}");
@@ -788,9 +822,15 @@ mod tests {
         assert!(d.bytes_new <= 7 * PL, "{d:?}");
 
         // The same change laid out without a base shifts every small file after f05.
-        let without = publish(m_dir.path(), &opts(PL, None), &|_| {}).unwrap().release;
+        let without = publish(m_dir.path(), &opts(PL, None), &|_| {})
+            .unwrap()
+            .release;
         let known: std::collections::HashSet<_> = n.piece_hashes.iter().collect();
-        let new_without = without.piece_hashes.iter().filter(|h| !known.contains(h)).count();
+        let new_without = without
+            .piece_hashes
+            .iter()
+            .filter(|h| !known.contains(h))
+            .count();
         assert!(
             (d.pieces_new as usize) < new_without,
             "with a base {} new pieces, without {new_without}",
@@ -809,7 +849,9 @@ mod tests {
     fn a_delta_refuses_another_piece_size_and_repacks_when_most_small_files_go() {
         let n_dir = tempfile::tempdir().unwrap();
         release_n(n_dir.path());
-        let n = publish(n_dir.path(), &opts(PL, None), &|_| {}).unwrap().release;
+        let n = publish(n_dir.path(), &opts(PL, None), &|_| {})
+            .unwrap()
+            .release;
         let err = publish(n_dir.path(), &opts(2 * PL, Some(n.clone())), &|_| {}).unwrap_err();
         assert!(
             err.to_string().contains("differs from the base's 16384"),

@@ -86,7 +86,9 @@ impl Plan {
                 }
                 let path = data_path(&l.data_dir, e);
                 if let Some(h) = e.sha1 {
-                    by_content.entry((h, e.length)).or_insert_with(|| path.clone());
+                    by_content
+                        .entry((h, e.length))
+                        .or_insert_with(|| path.clone());
                 }
                 by_path.entry(e.path.as_slice()).or_insert(path);
             }
@@ -136,7 +138,12 @@ impl Plan {
         {
             out.push(Candidate::Files);
         }
-        if let Some(&(local, piece)) = self.target.piece_hashes.get(p as usize).and_then(|h| self.by_hash.get(h)) {
+        if let Some(&(local, piece)) = self
+            .target
+            .piece_hashes
+            .get(p as usize)
+            .and_then(|h| self.by_hash.get(h))
+        {
             out.push(Candidate::Piece { local, piece });
         }
         out
@@ -165,7 +172,10 @@ impl Plan {
                 let start = p * self.target.piece_length;
                 read_stream(&self.target, start, buf, |i, e, at, dst| {
                     let src = self.sources[i].as_ref().ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::NotFound, format!("no local source for {}", e.display_path()))
+                        io::Error::new(
+                            io::ErrorKind::NotFound,
+                            format!("no local source for {}", e.display_path()),
+                        )
                     })?;
                     files.read(&src.path, at, dst)
                 })
@@ -207,7 +217,10 @@ pub struct Reader {
 impl Reader {
     fn read(&mut self, path: &PathBuf, at: u64, dst: &mut [u8]) -> io::Result<()> {
         if self.open.as_ref().map(|(p, _)| p) != Some(path) {
-            self.open = Some((path.clone(), super::hash::open_nofollow(path).map_err(io::Error::other)?));
+            self.open = Some((
+                path.clone(),
+                super::hash::open_nofollow(path).map_err(io::Error::other)?,
+            ));
         }
         let f = &self.open.as_ref().expect("opened above").1;
         f.read_exact_at(dst, at)
@@ -229,14 +242,15 @@ fn read_stream(
     buf: &mut [u8],
     mut file: impl FnMut(usize, &Entry, u64, &mut [u8]) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut i = release.entries.partition_point(|e| e.offset + e.length <= start);
+    let mut i = release
+        .entries
+        .partition_point(|e| e.offset + e.length <= start);
     let mut pos = start;
     let mut filled = 0;
     while filled < buf.len() {
-        let e = release
-            .entries
-            .get(i)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "past the release's end"))?;
+        let e = release.entries.get(i).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::UnexpectedEof, "past the release's end")
+        })?;
         let in_entry = pos - e.offset;
         let n = ((e.length - in_entry) as usize).min(buf.len() - filled);
         let dst = &mut buf[filled..filled + n];
@@ -268,7 +282,9 @@ mod tests {
             piece_length: piece,
             ..Default::default()
         };
-        let r = super::super::publish(dir.path(), &opts, &|_| {}).unwrap().release;
+        let r = super::super::publish(dir.path(), &opts, &|_| {})
+            .unwrap()
+            .release;
         (dir, Arc::new(r))
     }
 
@@ -307,7 +323,11 @@ mod tests {
     fn renamed_shifted_and_changed_files_rebuild_every_piece_they_still_hold() {
         let big = bytes(5 * PL as usize, 1);
         let (n_dir, n) = release_of(
-            &[("a/big", big.clone()), ("c/one", bytes(5000, 2)), ("c/two", bytes(7000, 3))],
+            &[
+                ("a/big", big.clone()),
+                ("c/one", bytes(5000, 2)),
+                ("c/two", bytes(7000, 3)),
+            ],
             PL,
         );
         // N+1: big renamed, a small file added before the others (they shift), and
@@ -315,7 +335,12 @@ mod tests {
         let mut two = bytes(7000, 3);
         *two.last_mut().unwrap() ^= 1;
         let (_m_dir, m) = release_of(
-            &[("b/big2", big), ("c/0new", bytes(3000, 9)), ("c/one", bytes(5000, 2)), ("c/two", two)],
+            &[
+                ("b/big2", big),
+                ("c/0new", bytes(3000, 9)),
+                ("c/one", bytes(5000, 2)),
+                ("c/two", two),
+            ],
             PL,
         );
         let plan = Plan::new(
@@ -358,7 +383,10 @@ mod tests {
             data_dir: n_dir.path().to_path_buf(),
         };
         let plan = Plan::new(m.clone(), vec![local]);
-        assert_eq!(plan.candidates(0), vec![Candidate::Piece { local: 0, piece: 0 }]);
+        assert_eq!(
+            plan.candidates(0),
+            vec![Candidate::Piece { local: 0, piece: 0 }]
+        );
         assert_eq!(rebuilt(&plan), vec![true, true, true]);
         // A byte rotted in the local copy: that piece does not hash right, the others do.
         let f = n_dir.path().join("x/data");

@@ -293,6 +293,12 @@ impl TorrentStorage for CacheStorage {
 
 /// Bytes an unprivileged writer could still put on the filesystem holding `dir`.
 pub(crate) fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    disk_space(dir).map(|(free, _)| free)
+}
+
+/// Bytes an unprivileged writer could still put on the filesystem holding `dir`, and
+/// the filesystem's size.
+pub fn disk_space(dir: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "path holds a NUL byte")
@@ -302,5 +308,8 @@ pub(crate) fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(s.f_bavail as u64 * s.f_frsize as u64)
+    Ok((
+        s.f_bavail as u64 * s.f_frsize as u64,
+        s.f_blocks as u64 * s.f_frsize as u64,
+    ))
 }

@@ -14,6 +14,7 @@
 //! always added from their .torrent bytes (DESIGN.md, decision 11).
 
 mod cache_storage;
+pub use cache_storage::disk_space;
 pub mod picker;
 mod storage;
 
@@ -398,7 +399,10 @@ fn add_local(torrent: &ManagedTorrent, p: u64) -> bool {
     match live.add_local_piece(p as u32) {
         Ok(new) => new,
         Err(e) => {
-            tracing::debug!(piece = p, "cannot hand a local piece to the swarm engine: {e:#}");
+            tracing::debug!(
+                piece = p,
+                "cannot hand a local piece to the swarm engine: {e:#}"
+            );
             false
         }
     }

@@ -548,7 +548,13 @@ mod tests {
     fn peers_share_one_request_budget_but_small_swarms_keep_full_windows() {
         use librqbit::piece_picker::PiecePicker;
         let r = release(&[("a", 1 << 16)], 16 << 10);
-        let picker = Picker::new(&r, Arc::new(PieceMap::new(r.piece_count())), None, &[], None);
+        let picker = Picker::new(
+            &r,
+            Arc::new(PieceMap::new(r.piece_count())),
+            None,
+            &[],
+            None,
+        );
         let window = |n| picker.peer_request_window(n).unwrap();
         // One peer connection: 16 chunks, as before the budget.
         for n in 0..=1 {

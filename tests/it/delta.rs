@@ -13,7 +13,12 @@ fn two_releases(t: &Path) -> (PathBuf, PathBuf, u64, usize) {
     let n = t.join("n");
     sample(&n, 8 << 20, 100);
     let m = t.join("m");
-    let ok = Command::new("cp").arg("-a").arg(&n).arg(&m).status().unwrap();
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(&n)
+        .arg(&m)
+        .status()
+        .unwrap();
     assert!(ok.success());
     let mut changed = 0u64;
     for f in ["app/views/m0/f00000.txt", "static/css/m0/f00003.txt"] {
@@ -40,7 +45,13 @@ fn two_releases(t: &Path) -> (PathBuf, PathBuf, u64, usize) {
 
 /// Mounts `torrent` on `cache` from a seeder of `data`, waits for every byte, checks
 /// them, and returns the status.
-fn mount_complete(t: &Path, torrent: &Path, data: &Path, cache: &Path, name: &str) -> serde_json::Value {
+fn mount_complete(
+    t: &Path,
+    torrent: &Path,
+    data: &Path,
+    cache: &Path,
+    name: &str,
+) -> serde_json::Value {
     let port = free_port();
     let mut seeder = seed(torrent, data, port, &[]);
     let mnt = t.join(name);
@@ -102,7 +113,9 @@ fn a_host_holding_release_n_fetches_only_what_n_plus_1_changed() {
     let s = mount_complete(t.path(), &m_torrent, &m, &cache, "mnt-m");
     let downloaded = s["downloaded_bytes"].as_u64().unwrap();
     let reused = s["reused_bytes"].as_u64().unwrap();
-    eprintln!("N+1 with --base: changed {changed} bytes, downloaded {downloaded}, reused {reused}; {s}");
+    eprintln!(
+        "N+1 with --base: changed {changed} bytes, downloaded {downloaded}, reused {reused}; {s}"
+    );
     let rotten_piece = 32 << 10;
     assert!(
         downloaded <= changed + changes as u64 * (64 << 10) + rotten_piece,
@@ -124,7 +137,13 @@ fn a_host_holding_release_n_fetches_only_what_n_plus_1_changed() {
     // also hold a changed or added file.
     let plain_torrent = t.path().join("plain.torrent");
     publish(&m, &plain_torrent, &[]);
-    let s = mount_complete(t.path(), &plain_torrent, &m, &cache_without_base, "mnt-plain");
+    let s = mount_complete(
+        t.path(),
+        &plain_torrent,
+        &m,
+        &cache_without_base,
+        "mnt-plain",
+    );
     let downloaded = s["downloaded_bytes"].as_u64().unwrap();
     eprintln!("N+1 without --base: changed {changed} bytes, downloaded {downloaded}; {s}");
     assert!(
@@ -161,5 +180,118 @@ fn with_reuse_off_or_no_other_release_a_mount_downloads_everything_as_before() {
     assert_eq!(s["reused_bytes"], 0, "{s}");
     assert!(s["downloaded_bytes"].as_u64().unwrap() >= s["total_bytes"].as_u64().unwrap() * 9 / 10);
     mount.unmount();
+    seeder.terminate();
+}
+
+fn cache_list(cache: &Path) -> Vec<serde_json::Value> {
+    let o = swarmfs(&[
+        "cache",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "list",
+        "--json",
+    ]);
+    assert!(o.status.success(), "cache list: {}", stderr(&o));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_cache_keeps_to_its_budget_and_never_evicts_a_mounted_release_or_the_base() {
+    let t = tempfile::tempdir().unwrap();
+    let (n, m, _, _) = two_releases(t.path());
+    let a = t.path().join("a");
+    sample(&a, 3 << 20, 30);
+    let (a_torrent, n_torrent, m_torrent) = (
+        t.path().join("a.torrent"),
+        t.path().join("n.torrent"),
+        t.path().join("m.torrent"),
+    );
+    let a_ih = publish(&a, &a_torrent, &[]);
+    let n_ih = publish(&n, &n_torrent, &[]);
+    let m_ih = publish(&m, &m_torrent, &["--base", n_torrent.to_str().unwrap()]);
+    let cache = t.path().join("cache");
+    let c = cache.to_str().unwrap();
+    mount_complete(t.path(), &a_torrent, &a, &cache, "mnt-a");
+    // Mount times are compared in seconds.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    // N stays mounted: it cannot be removed.
+    let port = free_port();
+    let mut seeder = seed(&n_torrent, &n, port, &[]);
+    let peer = format!("127.0.0.1:{port}");
+    let mnt_n = t.path().join("mnt-n");
+    let mount_n = Mount::new(
+        n_torrent.to_str().unwrap(),
+        &mnt_n,
+        &cache,
+        &["--peer", &peer],
+    );
+    assert!(swarmfs(&["prewarm", mnt_n.to_str().unwrap()])
+        .status
+        .success());
+    let o = swarmfs(&["cache", "--cache-dir", c, "remove", &n_ih]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("is mounted; unmount it first"),
+        "{}",
+        stderr(&o)
+    );
+    let listed = cache_list(&cache);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert_eq!(
+        listed[0]["infohash"],
+        a_ih.as_str(),
+        "least recently mounted first"
+    );
+    assert_eq!(listed[1]["mounted"], true);
+    mount_n.unmount();
+    drop(mount_n);
+    seeder.terminate();
+
+    // Room for N and M only: A (least recently mounted) goes; N, the base M is rebuilt
+    // from, stays.
+    let n_bytes = listed[1]["bytes"].as_u64().unwrap();
+    let m_total = swarmfs::release::Release::from_torrent(&std::fs::read(&m_torrent).unwrap())
+        .unwrap()
+        .total_length;
+    let budget = (n_bytes + m_total + (1 << 20)).to_string();
+    let port = free_port();
+    let mut seeder = seed(&m_torrent, &m, port, &[]);
+    let peer = format!("127.0.0.1:{port}");
+    let mnt_m = t.path().join("mnt-m");
+    let mount_m = Mount::new(
+        m_torrent.to_str().unwrap(),
+        &mnt_m,
+        &cache,
+        &["--peer", &peer, "--cache-size", &budget],
+    );
+    assert!(swarmfs(&["prewarm", mnt_m.to_str().unwrap()])
+        .status
+        .success());
+    assert_mount_matches(&m, &mnt_m);
+    assert!(mount_m.status()["reused_bytes"].as_u64().unwrap() > 4 << 20);
+    let left: Vec<String> = cache_list(&cache)
+        .iter()
+        .map(|c| c["infohash"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        left,
+        vec![n_ih.clone(), m_ih.clone()],
+        "A evicted, N and M kept"
+    );
+
+    // Pruning to nothing removes what is not mounted, and M is still read whole.
+    let o = swarmfs(&["cache", "--cache-dir", c, "prune", "--max-size", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the rest is mounted"), "{}", stderr(&o));
+    let left = cache_list(&cache);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["infohash"], m_ih.as_str());
+    assert_mount_matches(&m, &mnt_m);
+    mount_m.unmount();
     seeder.terminate();
 }
