@@ -310,7 +310,9 @@ impl librqbit::piece_picker::PiecePicker for Picker {
     }
 
     fn deferred(&self, piece: u32) -> bool {
-        self.is_deferred(piece)
+        // Also a piece already here that the engine does not know of yet (rebuilt locally
+        // while it checked the cache, handed over just after): never fetched twice.
+        self.is_deferred(piece) || self.pieces.has(piece as u64)
     }
 
     fn tiers_while_held_back(&self) -> usize {

@@ -3,15 +3,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::*;
 
 /// Release N (a sample) and N+1: three files changed in place (two small ones and 100
 /// bytes in the middle of the binary), two added, one removed, one renamed. Returns N's
 /// and N+1's directories and the bytes of the changed and added files.
-fn two_releases(t: &Path) -> (PathBuf, PathBuf, u64, usize) {
+fn two_releases(t: &Path, size: u64) -> (PathBuf, PathBuf, u64, usize) {
     let n = t.join("n");
-    sample(&n, 8 << 20, 100);
+    sample(&n, size, 100);
     let m = t.join("m");
     let ok = Command::new("cp")
         .arg("-a")
@@ -69,7 +70,7 @@ fn mount_complete(
 #[test]
 fn a_host_holding_release_n_fetches_only_what_n_plus_1_changed() {
     let t = tempfile::tempdir().unwrap();
-    let (n, m, changed, changes) = two_releases(t.path());
+    let (n, m, changed, changes) = two_releases(t.path(), 8 << 20);
     let n_torrent = t.path().join("n.torrent");
     let n_ih = publish(&n, &n_torrent, &[]);
     let m_torrent = t.path().join("m.torrent");
@@ -155,7 +156,7 @@ fn a_host_holding_release_n_fetches_only_what_n_plus_1_changed() {
 #[test]
 fn with_reuse_off_or_no_other_release_a_mount_downloads_everything_as_before() {
     let t = tempfile::tempdir().unwrap();
-    let (n, m, _, _) = two_releases(t.path());
+    let (n, m, _, _) = two_releases(t.path(), 8 << 20);
     let n_torrent = t.path().join("n.torrent");
     publish(&n, &n_torrent, &[]);
     let m_torrent = t.path().join("m.torrent");
@@ -202,7 +203,7 @@ fn cache_list(cache: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn the_cache_keeps_to_its_budget_and_never_evicts_a_mounted_release_or_the_base() {
     let t = tempfile::tempdir().unwrap();
-    let (n, m, _, _) = two_releases(t.path());
+    let (n, m, _, _) = two_releases(t.path(), 8 << 20);
     let a = t.path().join("a");
     sample(&a, 3 << 20, 30);
     let (a_torrent, n_torrent, m_torrent) = (
@@ -293,5 +294,78 @@ fn the_cache_keeps_to_its_budget_and_never_evicts_a_mounted_release_or_the_base(
     assert_eq!(left[0]["infohash"], m_ih.as_str());
     assert_mount_matches(&m, &mnt_m);
     mount_m.unmount();
+    seeder.terminate();
+}
+
+#[test]
+fn kill_9_while_rebuilding_then_remount_finishes_the_rebuild_and_serves_only_verified_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let (n, m, changed, changes) = two_releases(t.path(), 48 << 20);
+    let n_torrent = t.path().join("n.torrent");
+    publish(&n, &n_torrent, &[]);
+    let m_torrent = t.path().join("m.torrent");
+    publish(&m, &m_torrent, &["--base", n_torrent.to_str().unwrap()]);
+    let cache = t.path().join("cache");
+    mount_complete(t.path(), &n_torrent, &n, &cache, "mnt-n");
+
+    let port = free_port();
+    let mut seeder = seed(&m_torrent, &m, port, &[]);
+    let peer = format!("127.0.0.1:{port}");
+    let mnt = t.path().join("mnt-m");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut daemon = Proc::spawn(
+        Command::new(bin())
+            .env("RUST_LOG", "swarmfs=info")
+            .args(["mount", "--foreground", "--no-lsd", "--cache-dir"])
+            .arg(&cache)
+            .args(["--peer", &peer])
+            .arg(&m_torrent)
+            .arg(&mnt),
+    );
+    // Killed once the rebuild has written something (or finished: either way the next
+    // mount must serve only verified bytes).
+    daemon.wait_for("rebuilding pieces from releases", Duration::from_secs(30));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reused_at_kill = loop {
+        let o = swarmfs(&["status", "--json", mnt.to_str().unwrap()]);
+        if o.status.success() {
+            let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let r = s["reused_bytes"].as_u64().unwrap();
+            if r > 0 {
+                daemon.child.kill().unwrap();
+                break r;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rebuild never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    daemon.child.wait().unwrap();
+
+    // The next mount clears the stale mount, keeps what was written and verified, and
+    // rebuilds the rest.
+    let mount = Mount::new(
+        m_torrent.to_str().unwrap(),
+        &mnt,
+        &cache,
+        &["--peer", &peer],
+    );
+    let o = swarmfs(&["prewarm", mnt.to_str().unwrap()]);
+    assert!(o.status.success(), "prewarm: {}", stderr(&o));
+    assert_mount_matches(&m, &mnt);
+    let s = mount.status();
+    let downloaded = s["downloaded_bytes"].as_u64().unwrap();
+    eprintln!(
+        "killed with {reused_at_kill} bytes rebuilt; after the remount: {changed} changed, \
+         downloaded {downloaded}, rebuilt {}",
+        s["reused_bytes"]
+    );
+    assert!(
+        downloaded <= changed + changes as u64 * (64 << 10),
+        "downloaded {downloaded} for {changed} changed bytes"
+    );
+    mount.unmount();
     seeder.terminate();
 }
