@@ -78,6 +78,9 @@ pub struct Status {
     pub reused_pieces: u64,
     #[serde(default)]
     pub reuse_running: bool,
+    /// How long the rebuild took, once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse_seconds: Option<f64>,
     /// During `prewarm`: bytes wanted (every byte, or those of `--paths`) and local.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prewarm_total_bytes: Option<u64>,
@@ -140,6 +143,7 @@ impl MountInfo {
             reused_bytes: reuse.bytes_reused,
             reused_pieces: reuse.pieces_reused,
             reuse_running: reuse.running,
+            reuse_seconds: reuse.seconds,
             prewarm_total_bytes: None,
             prewarm_present_bytes: None,
         }
