@@ -42,26 +42,26 @@ mktorrent -l 15 -a "http://10.77.0.1:6969/announce" -o "$WORK/n-mk.torrent" "$n"
 IFS=, read -ra list <<<"$variants"
 for v in "${list[@]}"; do
 	case $v in nobase | mktorrent) tree=change5 ;; *) tree=$v ;; esac
-	m=$WORK/m-$tree
+	m=$WORK/m-${size}m-$tree
 	if [ ! -d "$m" ]; then
 		python3 scripts/delta-variant.py "$n" "$m" "$tree" >"$m.json"
 	fi
 	meta=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); d["variant"]=sys.argv[2]; print(json.dumps(d))' "$m.json" "$v")
 	base_torrent=$WORK/n.torrent
 	case $v in
-	nobase) "$SWARMFS_BIN" publish "$m" --out "$WORK/m-$v.torrent" >/dev/null 2>&1 ;;
+	nobase) "$SWARMFS_BIN" publish "$m" --out "$WORK/m-${size}m-$v.torrent" >/dev/null 2>&1 ;;
 	mktorrent)
-		rm -f "$WORK/m-$v.torrent"
-		mktorrent -l 15 -a "http://10.77.0.1:6969/announce" -o "$WORK/m-$v.torrent" "$m" >/dev/null
+		rm -f "$WORK/m-${size}m-$v.torrent"
+		mktorrent -l 15 -a "http://10.77.0.1:6969/announce" -o "$WORK/m-${size}m-$v.torrent" "$m" >/dev/null
 		base_torrent=$WORK/n-mk.torrent ;;
-	*) "$SWARMFS_BIN" publish "$m" --base "$WORK/n.torrent" --out "$WORK/m-$v.torrent" >/dev/null 2>&1 ;;
+	*) "$SWARMFS_BIN" publish "$m" --base "$WORK/n.torrent" --out "$WORK/m-${size}m-$v.torrent" >/dev/null 2>&1 ;;
 	esac
 	clients=(swarmfs)
 	[ "$aria2" = 1 ] && clients+=(aria2)
 	for c in "${clients[@]}"; do
 		"$BENCH/topology.sh" --hosts "$hosts" --rate "$rate" --force-clean -- \
 			python3 scripts/delta-fleet.py "$c" --hosts "$hosts" --bin "$SWARMFS_BIN" \
-			--torrent "$WORK/m-$v.torrent" --data "$m" --infohash "$(ih "$WORK/m-$v.torrent")" \
+			--torrent "$WORK/m-${size}m-$v.torrent" --data "$m" --infohash "$(ih "$WORK/m-${size}m-$v.torrent")" \
 			--base-torrent "$base_torrent" --base-data "$n" --base-infohash "$(ih "$base_torrent")" \
 			--bootset "$n.bootset" --meta "$meta" --work "$WORK/run" 2>>"$WORK/bench.log"
 	done

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -80,6 +81,8 @@ def read_boot(mnt, bootset, want):
 
 
 def main():
+    # Stopped from outside (the benchmark interrupted): still unmount and stop everything.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("delta-fleet: terminated"))
     ap = argparse.ArgumentParser()
     ap.add_argument("client", choices=["swarmfs", "aria2"])
     ap.add_argument("--hosts", type=int, required=True)
