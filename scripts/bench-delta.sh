@@ -47,13 +47,13 @@ for v in "${list[@]}"; do
 		python3 scripts/delta-variant.py "$n" "$m" "$tree" >"$m.json"
 	fi
 	meta=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); d["variant"]=sys.argv[2]; print(json.dumps(d))' "$m.json" "$v")
-	base_torrent=$WORK/n.torrent
+	base_torrent=$WORK/n.torrent seeder=swarmfs
 	case $v in
 	nobase) "$SWARMFS_BIN" publish "$m" --out "$WORK/m-${size}m-$v.torrent" >/dev/null 2>&1 ;;
 	mktorrent)
 		rm -f "$WORK/m-${size}m-$v.torrent"
 		mktorrent -l 15 -a "http://10.77.0.1:6969/announce" -o "$WORK/m-${size}m-$v.torrent" "$m" >/dev/null
-		base_torrent=$WORK/n-mk.torrent ;;
+		base_torrent=$WORK/n-mk.torrent seeder=aria2 ;;
 	*) "$SWARMFS_BIN" publish "$m" --base "$WORK/n.torrent" --out "$WORK/m-${size}m-$v.torrent" >/dev/null 2>&1 ;;
 	esac
 	clients=(swarmfs)
@@ -63,6 +63,7 @@ for v in "${list[@]}"; do
 			python3 scripts/delta-fleet.py "$c" --hosts "$hosts" --bin "$SWARMFS_BIN" \
 			--torrent "$WORK/m-${size}m-$v.torrent" --data "$m" --infohash "$(ih "$WORK/m-${size}m-$v.torrent")" \
 			--base-torrent "$base_torrent" --base-data "$n" --base-infohash "$(ih "$base_torrent")" \
-			--bootset "$n.bootset" --meta "$meta" --work "$WORK/run" 2>>"$WORK/bench.log"
+			--bootset "$n.bootset" --meta "$meta" --work "$WORK/run" \
+			--seeder "$seeder" --bench "$BENCH" 2>>"$WORK/bench.log"
 	done
 done

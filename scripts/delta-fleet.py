@@ -96,6 +96,10 @@ def main():
     ap.add_argument("--bootset")
     ap.add_argument("--meta", default="{}")
     ap.add_argument("--bin", default="swarmfs")
+    ap.add_argument("--seeder", choices=["swarmfs", "aria2"], default="swarmfs",
+                    help="the origin's client (aria2 for torrents of other tools: mktorrent "
+                         "stores symlinks as files, which swarmfs seed refuses)")
+    ap.add_argument("--bench", help="../shared/bench, for its tracker scrape")
     a = ap.parse_args()
     work = a.work
     shutil.rmtree(work, ignore_errors=True)
@@ -112,12 +116,28 @@ def main():
                "-d", tr, "-w", "whitelist"),
             stdout=subprocess.DEVNULL, stderr=open(os.path.join(tr, "log"), "w")))
         seed_log = os.path.join(work, "seed.log")
-        procs.append(subprocess.Popen(
-            ns("origin", a.bin, "seed", a.torrent, "--data", a.data, "--listen", f"{ORIGIN}:6881",
-               "--tracker", TRACKER, "--no-lsd"),
-            stdout=subprocess.DEVNULL, stderr=open(seed_log, "w"),
-            env={**os.environ, "RUST_LOG": "swarmfs=info"}))
-        wait(lambda: "seeding " in open(seed_log).read(), 120, "the seeder")
+        if a.seeder == "swarmfs":
+            procs.append(subprocess.Popen(
+                ns("origin", a.bin, "seed", a.torrent, "--data", a.data, "--listen",
+                   f"{ORIGIN}:6881", "--tracker", TRACKER, "--no-lsd"),
+                stdout=subprocess.DEVNULL, stderr=open(seed_log, "w"),
+                env={**os.environ, "RUST_LOG": "swarmfs=info"}))
+            wait(lambda: "seeding " in open(seed_log).read(), 120, "the seeder")
+        else:
+            procs.append(subprocess.Popen(
+                ns("origin", "aria2c", "--no-conf=true", "-T", a.torrent,
+                   f"--dir={os.path.dirname(a.data.rstrip('/'))}", "--seed-ratio=0.0",
+                   "--bt-seed-unverified=true", "--check-integrity=false", "--enable-dht=false",
+                   "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=true",
+                   "--listen-port=6881-6889", "--disable-ipv6=true", "--bt-max-peers=0",
+                   "--file-allocation=none", "--console-log-level=error",
+                   "--summary-interval=0", "--download-result=hide", "--stop=900",
+                   f"--bt-tracker={TRACKER}"),
+                stdout=subprocess.DEVNULL, stderr=open(seed_log, "w")))
+            subprocess.run(ns("origin", sys.executable, os.path.join(a.bench, "fbtool.py"),
+                              "wait-seeder", "--tracker", TRACKER, "--infohash", a.infohash,
+                              "--min-complete", "1", "--timeout", "40"),
+                           check=True, stdout=subprocess.DEVNULL)
         want = set(file_digests(a.data)) if a.bootset else set()
 
         hosts = range(1, a.hosts + 1)

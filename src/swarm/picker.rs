@@ -126,6 +126,10 @@ pub struct Picker {
     fetching: Mutex<HashMap<u32, Instant>>,
     /// Pieces being rebuilt from local data (a delta deploy): asked of no peer meanwhile.
     deferred: Option<Arc<PieceSet>>,
+    /// When each piece was first a candidate to ask the origin for in the background
+    /// (milliseconds since `started`, plus one; 0: not yet), for the background stagger.
+    first_candidate: Vec<std::sync::atomic::AtomicU32>,
+    started: Instant,
 }
 
 impl Picker {
@@ -152,6 +156,10 @@ impl Picker {
             },
             boot_done: std::sync::atomic::AtomicBool::new(boot.is_empty()),
             fetching: Mutex::new(HashMap::new()),
+            first_candidate: (0..release.piece_count())
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
+            started: Instant::now(),
             pieces,
             deferred,
         }
@@ -367,6 +375,36 @@ impl librqbit::piece_picker::PiecePicker for Picker {
 
     fn fetching_elsewhere(&self, piece: u32) -> bool {
         self.fetched_elsewhere_within(piece, FETCHING_HOLDS)
+    }
+
+    fn may_ask_seeder_in_background(&self, piece: u32, peers: &[IpAddr]) -> bool {
+        use std::sync::atomic::Ordering;
+        // Hosts that rebuild the rest from a release they hold (a delta deploy) all lack
+        // the same few pieces and would ask the origin for them in the same moment. In
+        // each piece's host order, rank r waits r turns from when the piece first came
+        // up here; by then the first host's `swarmfs_fetching` has told it, and it takes
+        // the piece from that host. Past the turns this is one atomic load. A fleet
+        // fetching a release whole is left as it was: there the hosts take different
+        // pieces anyway, and a wait in the boot costs more (ARCHITECTURE, "experiments").
+        if self.deferred.is_none() {
+            return true;
+        }
+        let Some(slot) = self.first_candidate.get(piece as usize) else {
+            return true;
+        };
+        let now = self.started.elapsed().as_millis() as u32 + 1;
+        let first = match slot.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => now,
+            Err(t) => t,
+        };
+        let waited = Duration::from_millis((now - first) as u64);
+        let turns = SEEDER_STAGGER * STAGGER_RANKS as u32;
+        if waited >= turns {
+            return true;
+        }
+        let Some(me) = self.me else { return true };
+        let rank = seeder_rank(piece, me, peers).min(STAGGER_RANKS);
+        waited >= SEEDER_STAGGER * rank as u32
     }
 
     /// Once this host has booted, the `have`s of pieces outside the boot profile may

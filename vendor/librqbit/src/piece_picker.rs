@@ -67,6 +67,14 @@ pub trait PiecePicker: Send + Sync {
         None
     }
 
+    /// Whether a seeder may be asked now for `piece` in the background (`peers` as for
+    /// `may_ask_seeder`). Hosts that join together all find the same pieces that only
+    /// the origin has; a picker can let one ask first, so the others hear of it
+    /// (`swarmfs_fetching`) and take it from that host.
+    fn may_ask_seeder_in_background(&self, _piece: u32, _peers: &[std::net::IpAddr]) -> bool {
+        true
+    }
+
     /// A peer told us (BEP 10 message `swarmfs_fetching`) that it has just asked a seeder
     /// for `piece`: it will have it shortly and announce it.
     fn on_peer_fetching(&self, _piece: u32, _peer: std::net::IpAddr) {}

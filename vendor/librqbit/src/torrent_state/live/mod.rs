@@ -1553,8 +1553,14 @@ impl PeerHandler {
         };
         let may_ask_seeder =
             |p: ValidPieceIndex| picker.is_none_or(|pk| pk.may_ask_seeder(p.get(), &others));
-        let fetching_elsewhere =
-            |p: ValidPieceIndex| picker.is_some_and(|pk| pk.fetching_elsewhere(p.get()));
+        // swarmfs patch: in the background a seeder is not asked for a piece another peer
+        // is fetching from it, nor before the picker's turn for this host comes.
+        let fetching_elsewhere = |p: ValidPieceIndex| {
+            picker.is_some_and(|pk| {
+                pk.fetching_elsewhere(p.get())
+                    || !pk.may_ask_seeder_in_background(p.get(), &others)
+            })
+        };
         // swarmfs patch: a piece asked of a seeder is announced to the peers that take
         // `swarmfs_fetching` (after the locks below are released).
         let mut fetching: Option<ValidPieceIndex> = None;
