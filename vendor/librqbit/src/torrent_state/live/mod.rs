@@ -1554,11 +1554,24 @@ impl PeerHandler {
         let may_ask_seeder =
             |p: ValidPieceIndex| picker.is_none_or(|pk| pk.may_ask_seeder(p.get(), &others));
         // swarmfs patch: in the background a seeder is not asked for a piece another peer
-        // is fetching from it, nor before the picker's turn for this host comes.
+        // is fetching from it, nor before the picker's turn for this host comes. The turn
+        // is taken among every peer known, connected or not: at the start of a fleet's
+        // run few connections are up yet, and each host would think itself first.
+        let known: Vec<std::net::IpAddr> = if picker.is_some() && self.is_seeder() {
+            self.state
+                .peers
+                .states
+                .iter()
+                .filter(|e| e.value().get_live().is_none_or(|l| !l.seeder))
+                .map(|e| e.key().ip())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let fetching_elsewhere = |p: ValidPieceIndex| {
             picker.is_some_and(|pk| {
                 pk.fetching_elsewhere(p.get())
-                    || !pk.may_ask_seeder_in_background(p.get(), &others)
+                    || !pk.may_ask_seeder_in_background(p.get(), &known)
             })
         };
         // swarmfs patch: a piece asked of a seeder is announced to the peers that take
