@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
-use super::model::{Entry, EntryKind};
+use super::model::{fill_from_stream, Entry, EntryKind};
 
 /// Bytes hashed per task: big enough to amortise the task, small enough to balance cores.
 const CHUNK_BYTES: u64 = 8 * 1024 * 1024;
@@ -147,32 +147,13 @@ impl Stream<'_> {
         buf: &mut [u8],
         open: &mut Option<(usize, File)>,
     ) -> Result<(), HashError> {
-        // The first entry that ends after `start`.
-        let mut i = self
-            .entries
-            .partition_point(|e| e.offset + e.length <= start);
-        let mut pos = start;
-        let mut filled = 0;
-        while filled < buf.len() {
-            let e = &self.entries[i];
-            let in_entry = pos - e.offset;
-            let n = ((e.length - in_entry) as usize).min(buf.len() - filled);
-            let dst = &mut buf[filled..filled + n];
-            match e.kind {
-                EntryKind::File { .. } => {
-                    if open.as_ref().map(|(j, _)| *j) != Some(i) {
-                        *open = Some((i, open_nofollow(&self.path_of(e))?));
-                    }
-                    let f = &open.as_ref().expect("opened above").1;
-                    read_exact_at(f, dst, in_entry, &self.path_of(e), e.length)?;
-                }
-                _ => dst.fill(0),
+        fill_from_stream(self.entries, start, buf, |i, e, in_entry, dst| {
+            if open.as_ref().map(|(j, _)| *j) != Some(i) {
+                *open = Some((i, open_nofollow(&self.path_of(e))?));
             }
-            filled += n;
-            pos += n as u64;
-            i += 1;
-        }
-        Ok(())
+            let f = &open.as_ref().expect("opened above").1;
+            read_exact_at(f, dst, in_entry, &self.path_of(e), e.length)
+        })
     }
 }
 

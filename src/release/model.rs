@@ -105,6 +105,35 @@ pub struct Release {
     pub torrent_bytes: Vec<u8>,
 }
 
+/// Fills `buf` with a release's byte stream (its `entries`, in torrent order) from
+/// `start`: padding as zeros, each file's part through `file(index, entry, offset in the
+/// file, destination)`. The caller keeps `start + buf.len()` within the stream.
+pub(crate) fn fill_from_stream<E>(
+    entries: &[Entry],
+    start: u64,
+    buf: &mut [u8],
+    mut file: impl FnMut(usize, &Entry, u64, &mut [u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    // The first entry that ends after `start`.
+    let mut i = entries.partition_point(|e| e.offset + e.length <= start);
+    let mut pos = start;
+    let mut filled = 0;
+    while filled < buf.len() {
+        let e = &entries[i];
+        let in_entry = pos - e.offset;
+        let n = ((e.length - in_entry) as usize).min(buf.len() - filled);
+        let dst = &mut buf[filled..filled + n];
+        match e.kind {
+            EntryKind::File { .. } if n > 0 => file(i, e, in_entry, dst)?,
+            _ => dst.fill(0),
+        }
+        filled += n;
+        pos += n as u64;
+        i += 1;
+    }
+    Ok(())
+}
+
 /// Why a torrent was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TorrentError {

@@ -23,7 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::model::{Entry, EntryKind, Release};
+use super::model::{fill_from_stream, Entry, EntryKind, Release};
 
 /// A release held on this host: its metadata and the folder of its files.
 #[derive(Debug, Clone)]
@@ -234,35 +234,21 @@ fn data_path(data_dir: &std::path::Path, e: &Entry) -> PathBuf {
     p
 }
 
-/// Fills `buf` with `release`'s byte stream from `start`: padding as zeros, each file's
-/// part through `file(index, entry, offset in the file, destination)`.
+/// Fills `buf` with `release`'s byte stream from `start`; past its end is an error (a
+/// local release shorter than its piece says).
 fn read_stream(
     release: &Release,
     start: u64,
     buf: &mut [u8],
-    mut file: impl FnMut(usize, &Entry, u64, &mut [u8]) -> io::Result<()>,
+    file: impl FnMut(usize, &Entry, u64, &mut [u8]) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut i = release
-        .entries
-        .partition_point(|e| e.offset + e.length <= start);
-    let mut pos = start;
-    let mut filled = 0;
-    while filled < buf.len() {
-        let e = release.entries.get(i).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::UnexpectedEof, "past the release's end")
-        })?;
-        let in_entry = pos - e.offset;
-        let n = ((e.length - in_entry) as usize).min(buf.len() - filled);
-        let dst = &mut buf[filled..filled + n];
-        match e.kind {
-            EntryKind::File { .. } if n > 0 => file(i, e, in_entry, dst)?,
-            _ => dst.fill(0),
-        }
-        filled += n;
-        pos += n as u64;
-        i += 1;
+    if start + buf.len() as u64 > release.total_length {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "past the release's end",
+        ));
     }
-    Ok(())
+    fill_from_stream(&release.entries, start, buf, file)
 }
 
 #[cfg(test)]

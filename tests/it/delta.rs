@@ -44,6 +44,33 @@ fn two_releases(t: &Path, size: u64) -> (PathBuf, PathBuf, u64, usize) {
     (n, m, changed, 5)
 }
 
+/// Releases N and N+1 (of about `size` bytes; N+1 published against N), N complete in
+/// the returned cache directory: the state a host is in before a delta deploy.
+struct Deployed {
+    m: PathBuf,
+    m_torrent: PathBuf,
+    cache: PathBuf,
+    changed: u64,
+    changes: usize,
+}
+
+fn holding_n(t: &Path, size: u64) -> Deployed {
+    let (n, m, changed, changes) = two_releases(t, size);
+    let n_torrent = t.join("n.torrent");
+    publish(&n, &n_torrent, &[]);
+    let m_torrent = t.join("m.torrent");
+    publish(&m, &m_torrent, &["--base", n_torrent.to_str().unwrap()]);
+    let cache = t.join("cache");
+    mount_complete(t, &n_torrent, &n, &cache, "mnt-n");
+    Deployed {
+        m,
+        m_torrent,
+        cache,
+        changed,
+        changes,
+    }
+}
+
 /// Mounts `torrent` on `cache` from a seeder of `data`, waits for every byte, checks
 /// them, and returns the status.
 fn mount_complete(
@@ -156,13 +183,12 @@ fn a_host_holding_release_n_fetches_only_what_n_plus_1_changed() {
 #[test]
 fn with_reuse_off_or_no_other_release_a_mount_downloads_everything_as_before() {
     let t = tempfile::tempdir().unwrap();
-    let (n, m, _, _) = two_releases(t.path(), 8 << 20);
-    let n_torrent = t.path().join("n.torrent");
-    publish(&n, &n_torrent, &[]);
-    let m_torrent = t.path().join("m.torrent");
-    publish(&m, &m_torrent, &["--base", n_torrent.to_str().unwrap()]);
-    let cache = t.path().join("cache");
-    mount_complete(t.path(), &n_torrent, &n, &cache, "mnt-n");
+    let Deployed {
+        m,
+        m_torrent,
+        cache,
+        ..
+    } = holding_n(t.path(), 8 << 20);
 
     let port = free_port();
     let mut seeder = seed(&m_torrent, &m, port, &[]);
@@ -300,13 +326,14 @@ fn the_cache_keeps_to_its_budget_and_never_evicts_a_mounted_release_or_the_base(
 #[test]
 fn kill_9_while_rebuilding_then_remount_finishes_the_rebuild_and_serves_only_verified_bytes() {
     let t = tempfile::tempdir().unwrap();
-    let (n, m, changed, changes) = two_releases(t.path(), 48 << 20);
-    let n_torrent = t.path().join("n.torrent");
-    publish(&n, &n_torrent, &[]);
-    let m_torrent = t.path().join("m.torrent");
-    publish(&m, &m_torrent, &["--base", n_torrent.to_str().unwrap()]);
-    let cache = t.path().join("cache");
-    mount_complete(t.path(), &n_torrent, &n, &cache, "mnt-n");
+    let Deployed {
+        m,
+        m_torrent,
+        cache,
+        changed,
+        changes,
+        ..
+    } = holding_n(t.path(), 48 << 20);
 
     let port = free_port();
     let mut seeder = seed(&m_torrent, &m, port, &[]);

@@ -76,21 +76,15 @@ fn paths_after(code: &str, root: &str) -> Vec<Vec<String>> {
             continue;
         }
         let rest = &code[from..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let end = group.find('}').unwrap_or(group.len());
-            for item in group[..end].split(',') {
-                let segs: Vec<String> = item
-                    .trim()
-                    .split("::")
-                    .map(|s| s.chars().take_while(|&c| is_ident(c)).collect::<String>())
-                    .take_while(|s| !s.is_empty())
-                    .collect();
-                if !segs.is_empty() {
-                    out.push(segs);
-                }
-            }
-        } else {
-            let segs: Vec<String> = rest
+        let items: Vec<&str> = match rest.strip_prefix('{') {
+            Some(group) => group[..group.find('}').unwrap_or(group.len())]
+                .split(',')
+                .collect(),
+            None => vec![rest],
+        };
+        for item in items {
+            let segs: Vec<String> = item
+                .trim()
                 .split("::")
                 .map(|s| s.chars().take_while(|&c| is_ident(c)).collect::<String>())
                 .take_while(|s| !s.is_empty())
