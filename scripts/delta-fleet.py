@@ -14,6 +14,7 @@ complete = its download-complete hook. Afterwards every host's files are compare
 N+1's, byte for byte. The origin's bytes sent are its interface's counter over the run.
 """
 import argparse
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -182,19 +183,20 @@ def main():
 
         boot, full, status = {}, {}, {}
         if a.client == "swarmfs":
-            waiters = {}
-            for i in hosts:
+            # Each host on its own: mounted, its boot reads answered, every byte local.
+            def host(i):
                 mnt = os.path.join(work, f"h{i}", "mnt")
                 wait(lambda: os.path.ismount(mnt), 120, f"host {i}'s mount")
                 if a.bootset:
                     read_boot(mnt, a.bootset, want)
                 boot[i] = time.time() - t0
-                waiters[i] = subprocess.Popen([a.bin, "prewarm", mnt], stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL)
-            for i, w in waiters.items():
-                if w.wait(timeout=900) != 0:
-                    sys.exit(f"delta-fleet: prewarm failed on host {i}")
+                if subprocess.run([a.bin, "prewarm", mnt], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, timeout=900).returncode != 0:
+                    raise RuntimeError(f"prewarm failed on host {i}")
                 full[i] = time.time() - t0
+            with concurrent.futures.ThreadPoolExecutor(a.hosts) as pool:
+                for f in [pool.submit(host, i) for i in hosts]:
+                    f.result()
             for i in hosts:
                 mnt = os.path.join(work, f"h{i}", "mnt")
                 out = subprocess.run([a.bin, "status", "--json", mnt], check=True,

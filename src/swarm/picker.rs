@@ -317,6 +317,10 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         u.iter().all(|&(p, _, _)| self.is_deferred(p))
     }
 
+    fn defers(&self) -> bool {
+        self.deferred.is_some()
+    }
+
     fn deferred(&self, piece: u32) -> bool {
         // Also a piece already here that the engine does not know of yet (rebuilt locally
         // while it checked the cache, handed over just after): never fetched twice.

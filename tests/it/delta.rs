@@ -275,19 +275,17 @@ fn the_cache_keeps_to_its_budget_and_never_evicts_a_mounted_release_or_the_base(
         "least recently mounted first"
     );
     assert_eq!(listed[1]["mounted"], true);
-    mount_n.unmount();
-    drop(mount_n);
-    seeder.terminate();
 
     // Room for N and M only: A (least recently mounted) goes; N, the base M is rebuilt
-    // from, stays.
+    // from (and mounted beside it, sharing the cache directory, as a deploy keeps the
+    // previous release for rollback), stays.
     let n_bytes = listed[1]["bytes"].as_u64().unwrap();
     let m_total = swarmfs::release::Release::from_torrent(&std::fs::read(&m_torrent).unwrap())
         .unwrap()
         .total_length;
     let budget = (n_bytes + m_total + (1 << 20)).to_string();
     let port = free_port();
-    let mut seeder = seed(&m_torrent, &m, port, &[]);
+    let mut m_seeder = seed(&m_torrent, &m, port, &[]);
     let peer = format!("127.0.0.1:{port}");
     let mnt_m = t.path().join("mnt-m");
     let mount_m = Mount::new(
@@ -310,6 +308,10 @@ fn the_cache_keeps_to_its_budget_and_never_evicts_a_mounted_release_or_the_base(
         vec![n_ih.clone(), m_ih.clone()],
         "A evicted, N and M kept"
     );
+    assert_mount_matches(&n, &mnt_n);
+    mount_n.unmount();
+    drop(mount_n);
+    seeder.terminate();
 
     // Pruning to nothing removes what is not mounted, and M is still read whole.
     let o = swarmfs(&["cache", "--cache-dir", c, "prune", "--max-size", "1"]);
@@ -320,7 +322,7 @@ fn the_cache_keeps_to_its_budget_and_never_evicts_a_mounted_release_or_the_base(
     assert_eq!(left[0]["infohash"], m_ih.as_str());
     assert_mount_matches(&m, &mnt_m);
     mount_m.unmount();
-    seeder.terminate();
+    m_seeder.terminate();
 }
 
 #[test]

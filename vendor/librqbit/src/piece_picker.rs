@@ -98,4 +98,10 @@ pub trait PiecePicker: Send + Sync {
     fn deferred(&self, _piece: u32) -> bool {
         false
     }
+
+    /// Whether `deferred` may answer true at all now (asked once per piece request, so
+    /// that a picker that defers nothing costs nothing per candidate piece).
+    fn defers(&self) -> bool {
+        false
+    }
 }

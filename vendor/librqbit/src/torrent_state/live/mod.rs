@@ -1621,6 +1621,7 @@ impl PeerHandler {
                     None => (None, true, 0),
                 };
                 let lengths = &self.state.lengths;
+                let defers = picker.filter(|pk| pk.defers());
                 // Availability is the innermost lock; acquire_piece takes no other.
                 let result = self.state.peers.availability.with(|availability| {
                     pieces.acquire_piece(AcquireRequest {
@@ -1648,7 +1649,7 @@ impl PeerHandler {
                     // (`PiecePicker::deferred`) is asked of no peer meanwhile.
                     peer_has_piece: |p| {
                         bf.get(p.get() as usize).map(|v| *v) == Some(true)
-                            && !picker.is_some_and(|pk| pk.deferred(p.get()))
+                            && !defers.is_some_and(|pk| pk.deferred(p.get()))
                     },
                     can_steal: |p| {
                         self.state.per_piece_locks[p.get_usize()]
