@@ -99,6 +99,9 @@ pub fn run(args: MountArgs) -> Result<()> {
             mnt.display()
         ),
     }
+    // A bad source is refused here too, once, before a daemon starts: a .torrent file is
+    // read and checked whole (a magnet link or an infohash needs peers: the daemon).
+    check_source(&args.source, &args.cache_dir, &mnt)?;
     // A bad profile is refused here, before a daemon starts, naming the file and line.
     let profile = args
         .boot_profile
@@ -161,6 +164,33 @@ fn daemonize(args: &MountArgs, mnt: &Path) -> Result<()> {
     let tail: Vec<&str> = text.lines().rev().take(5).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
     bail!("the mount daemon failed ({status}):\n{}", tail.join("\n"))
+}
+
+/// What SOURCE is, checked without the swarm: a magnet link or an infohash is well
+/// formed; a .torrent file exists, parses, and its paths fit this host.
+fn check_source(src: &str, cache_dir: &Path, mnt: &Path) -> Result<()> {
+    let src = src.trim();
+    if super::info::infohash_of_link(src).is_some() {
+        return Ok(());
+    }
+    if src.starts_with("magnet:") {
+        bail!("{src}: a magnet link must name a BitTorrent v1 infohash (xt=urn:btih: and 40 hex digits)");
+    }
+    let path = Path::new(src);
+    if !path.exists() && !src.is_empty() && src.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!(
+            "{src} is not an infohash (an infohash has 40 hex digits; this has {}), nor a .torrent file here; \
+             give a .torrent file, a magnet link or a 40-hex infohash",
+            src.len()
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| {
+        format!("cannot read the torrent {src} (SOURCE is a .torrent file, a magnet link or a 40-hex infohash)")
+    })?;
+    let release =
+        Release::from_torrent(&bytes).with_context(|| format!("{src} is not a usable torrent"))?;
+    Store::check_paths(&release, cache_dir, mnt)?;
+    Ok(())
 }
 
 /// Resolves SOURCE to a validated release: a file, a magnet link or an infohash.

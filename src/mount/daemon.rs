@@ -77,6 +77,7 @@ pub fn serve(
     on_ready: impl FnOnce(),
 ) -> Result<()> {
     let mnt = config.mountpoint.clone();
+    Store::check_paths(&release, &config.cache_dir, &mnt)?;
     let release = Arc::new(release);
     let store = Arc::new(Store::open(&config.cache_dir, release.clone())?);
     let pieces = store.pieces().clone();

@@ -25,6 +25,13 @@ use crate::release::{self, EntryKind, Release};
 /// Why the cache could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("{path}: this path of the release is {len} bytes long under {under}, more than the {max} a path can hold on this host; mount it on a shorter mountpoint or --cache-dir if that saves enough, or publish the release with shorter paths")]
+    PathTooLong {
+        path: String,
+        under: PathBuf,
+        len: usize,
+        max: usize,
+    },
     #[error("cannot use the cache directory {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error(
@@ -44,7 +51,36 @@ pub struct Store {
     _lock: File,
 }
 
+/// Longest path this host can open, in bytes, without its final NUL (Linux PATH_MAX).
+pub const PATH_MAX: usize = libc::PATH_MAX as usize - 1;
+
 impl Store {
+    /// Refuses a release whose paths the host cannot hold: every file's path under the
+    /// mountpoint and under the cache directory must fit in [`PATH_MAX`] (components are
+    /// already at most 255 bytes). A mount of such a release would fail its reads later.
+    pub fn check_paths(
+        release: &Release,
+        cache_dir: &Path,
+        mountpoint: &Path,
+    ) -> Result<(), StoreError> {
+        let data = Self::release_dir(cache_dir, &release.info_hash.to_string()).join("data");
+        for under in [mountpoint, data.as_path()] {
+            let base = under.as_os_str().len() + 1;
+            for e in release.visible_entries() {
+                let len = base + e.path.iter().map(|c| c.len() + 1).sum::<usize>() - 1;
+                if len > PATH_MAX {
+                    return Err(StoreError::PathTooLong {
+                        path: e.display_path(),
+                        under: under.to_path_buf(),
+                        len,
+                        max: PATH_MAX,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The folder of a release in a cache directory.
     pub fn release_dir(cache_dir: &Path, infohash: &str) -> PathBuf {
         cache_dir.join(infohash)

@@ -280,9 +280,49 @@ fn bad_mountpoints_and_sources_get_clear_errors() {
         file.to_str().unwrap(),
     ]);
     assert!(stderr(&o).contains("not a directory"), "{}", stderr(&o));
+    // Found before any daemon starts, and said once.
     let o = try_mount("/no/such.torrent", &f.t.path().join("m0"), &cache, &[]);
+    assert_eq!(
+        stderr(&o)
+            .matches("cannot read the torrent /no/such.torrent")
+            .count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("daemon"), "{}", stderr(&o));
+    let o = try_mount("deadbeef", &f.t.path().join("m0"), &cache, &[]);
     assert!(
-        stderr(&o).contains("cannot read the torrent /no/such.torrent"),
+        stderr(&o)
+            .contains("deadbeef is not an infohash (an infohash has 40 hex digits; this has 8)"),
+        "{}",
+        stderr(&o)
+    );
+    // A path the host cannot hold (17 components of 250 bytes: 4266 bytes) is refused
+    // at mount, naming it, as other invalid torrents are.
+    let deep: Vec<String> = (0..17)
+        .map(|i| format!("{i:02}{}", "d".repeat(248)))
+        .collect();
+    let mut path = String::new();
+    for c in &deep {
+        path.push_str(&format!("{}:{c}", c.len()));
+    }
+    let data = b"hello";
+    let mut torrent = format!(
+        "d4:infod5:filesld6:lengthi{}e4:pathl{path}eee4:name3:rel12:piece lengthi16384e6:pieces20:",
+        data.len()
+    )
+    .into_bytes();
+    use sha1::Digest;
+    torrent.extend_from_slice(&sha1::Sha1::digest(data));
+    torrent.extend_from_slice(b"ee");
+    let long = f.t.path().join("long.torrent");
+    std::fs::write(&long, &torrent).unwrap();
+    let o = try_mount(long.to_str().unwrap(), &f.t.path().join("m0"), &cache, &[]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(&format!("{}: this path of the release is", deep.join("/")))
+            && stderr(&o).contains("more than the 4095"),
         "{}",
         stderr(&o)
     );
