@@ -150,6 +150,11 @@ def main():
                 os.makedirs(rel)
                 shutil.copy(a.base_torrent, os.path.join(rel, "torrent"))
                 subprocess.run(["cp", "-al", a.base_data, os.path.join(rel, "data")], check=True)
+        # aria2's download-complete hook: a file holding the time.
+        hook = os.path.join(work, "done-hook.sh")
+        with open(hook, "w") as f:
+            f.write('#!/bin/sh\ndate +%s.%N > "$DONE_FILE.tmp" && mv "$DONE_FILE.tmp" "$DONE_FILE"\n')
+        os.chmod(hook, 0o755)
         tx0 = tx_bytes("origin")
         t0 = time.time()
         runs = {}
@@ -166,20 +171,13 @@ def main():
                        "--bt-enable-lpd=false", "--enable-peer-exchange=true",
                        "--listen-port=6881-6889", "--disable-ipv6=true", "--file-allocation=none",
                        "--check-integrity=false", "--bt-max-peers=0",
-                       f"--on-bt-download-complete=/bin/sh", "--console-log-level=error",
+                       f"--on-bt-download-complete={hook}", "--console-log-level=error",
                        "--summary-interval=0", "--download-result=hide", "--stop=600",
                        f"--bt-tracker={TRACKER}"]
-                # the hook: a file written at completion
-                cmd[cmd.index("--on-bt-download-complete=/bin/sh")] = \
-                    f"--on-bt-download-complete={os.path.join(work, 'done-hook.sh')}"
             runs[i] = subprocess.Popen(ns(f"h{i}", *cmd), stdout=subprocess.DEVNULL, stderr=log,
                                        env={**os.environ, "RUST_LOG": "swarmfs=info",
                                             "DONE_FILE": os.path.join(h, "done")})
             procs.append(runs[i])
-        if a.client == "aria2":
-            with open(os.path.join(work, "done-hook.sh"), "w") as f:
-                f.write('#!/bin/sh\ndate +%s.%N > "$DONE_FILE.tmp" && mv "$DONE_FILE.tmp" "$DONE_FILE"\n')
-            os.chmod(os.path.join(work, "done-hook.sh"), 0o755)
 
         boot, full, status = {}, {}, {}
         if a.client == "swarmfs":

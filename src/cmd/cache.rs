@@ -81,7 +81,7 @@ pub fn run(args: CacheArgs) -> Result<()> {
             }
         }
         CacheCommand::Prune { max_size } => {
-            let removed = cache::evict(dir, Budget::Bytes(max_size), 0, &[])?;
+            let removed = cache::evict(dir, &cache::scan(dir)?, Budget::Bytes(max_size), 0, &[])?;
             for c in &removed {
                 eprintln!(
                     "removed {} ({}, {})",

@@ -99,9 +99,6 @@ pub fn run(args: MountArgs) -> Result<()> {
             mnt.display()
         ),
     }
-    // A bad source is refused here too, once, before a daemon starts: a .torrent file is
-    // read and checked whole (a magnet link or an infohash needs peers: the daemon).
-    check_source(&args.source, &args.cache_dir, &mnt)?;
     // A bad profile is refused here, before a daemon starts, naming the file and line.
     let profile = args
         .boot_profile
@@ -109,6 +106,10 @@ pub fn run(args: MountArgs) -> Result<()> {
         .map(BootProfile::load)
         .transpose()?;
     if !args.foreground && std::env::var_os(READY_ENV).is_none() {
+        // A bad source is refused here, once, before a daemon starts: a .torrent file is
+        // read and checked whole (a magnet link or an infohash needs peers: the daemon).
+        // In the foreground (and in the daemon) `resolve` says the same.
+        check_source(&args.source, &args.cache_dir, &mnt)?;
         return daemonize(&args, &mnt);
     }
     serve(args, mnt, profile)
@@ -173,6 +174,14 @@ fn check_source(src: &str, cache_dir: &Path, mnt: &Path) -> Result<()> {
     if super::info::infohash_of_link(src).is_some() {
         return Ok(());
     }
+    let release = read_torrent(src)?;
+    Store::check_paths(&release, cache_dir, mnt)?;
+    Ok(())
+}
+
+/// Reads SOURCE that is neither a magnet link nor an infohash: a .torrent file, or
+/// something that looks like a link and is named as a malformed one.
+fn read_torrent(src: &str) -> Result<Release> {
     if src.starts_with("magnet:") {
         bail!("{src}: a magnet link must name a BitTorrent v1 infohash (xt=urn:btih: and 40 hex digits)");
     }
@@ -187,22 +196,14 @@ fn check_source(src: &str, cache_dir: &Path, mnt: &Path) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| {
         format!("cannot read the torrent {src} (SOURCE is a .torrent file, a magnet link or a 40-hex infohash)")
     })?;
-    let release =
-        Release::from_torrent(&bytes).with_context(|| format!("{src} is not a usable torrent"))?;
-    Store::check_paths(&release, cache_dir, mnt)?;
-    Ok(())
+    Release::from_torrent(&bytes).with_context(|| format!("{src} is not a usable torrent"))
 }
 
 /// Resolves SOURCE to a validated release: a file, a magnet link or an infohash.
 fn resolve(args: &MountArgs, rt: &tokio::runtime::Runtime) -> Result<Release> {
     let src = args.source.trim();
     let Some(infohash) = super::info::infohash_of_link(src) else {
-        let path = Path::new(src);
-        let bytes = std::fs::read(path).with_context(|| {
-            format!("cannot read the torrent {src} (SOURCE is a .torrent file, a magnet link or a 40-hex infohash)")
-        })?;
-        return Release::from_torrent(&bytes)
-            .with_context(|| format!("{src} is not a usable torrent"));
+        return read_torrent(src);
     };
     let mut magnet = if src.starts_with("magnet:") {
         src.to_string()

@@ -15,9 +15,7 @@ use tokio::sync::watch;
 
 /// Which pieces are present and verified; waitable.
 pub struct PieceMap {
-    bits: Vec<AtomicU64>,
-    count: AtomicU64,
-    total: u64,
+    set: PieceSet,
     changed: watch::Sender<u64>,
     hash_failures: AtomicU64,
 }
@@ -25,9 +23,7 @@ pub struct PieceMap {
 impl PieceMap {
     pub fn new(total: u64) -> PieceMap {
         PieceMap {
-            bits: (0..total.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            total,
+            set: PieceSet::new(total),
             changed: watch::channel(0).0,
             hash_failures: AtomicU64::new(0),
         }
@@ -43,8 +39,7 @@ impl PieceMap {
     }
 
     pub fn has(&self, piece: u64) -> bool {
-        piece < self.total
-            && self.bits[(piece / 64) as usize].load(Ordering::Acquire) & (1 << (piece % 64)) != 0
+        self.set.has(piece)
     }
 
     /// The first piece of `range` that is missing.
@@ -59,30 +54,23 @@ impl PieceMap {
 
     /// Marks a verified piece; wakes waiters. Returns whether it was new.
     pub fn set(&self, piece: u64) -> bool {
-        if piece >= self.total {
-            return false;
+        let new = self.set.insert(piece);
+        if new {
+            self.changed.send_replace(self.set.len());
         }
-        let bit = 1 << (piece % 64);
-        let old = self.bits[(piece / 64) as usize].fetch_or(bit, Ordering::AcqRel);
-        if old & bit == 0 {
-            let n = self.count.fetch_add(1, Ordering::AcqRel) + 1;
-            self.changed.send_replace(n);
-            true
-        } else {
-            false
-        }
+        new
     }
 
     pub fn present(&self) -> u64 {
-        self.count.load(Ordering::Acquire)
+        self.set.len()
     }
 
     pub fn total(&self) -> u64 {
-        self.total
+        self.set.total
     }
 
     pub fn complete(&self) -> bool {
-        self.present() == self.total
+        self.present() == self.set.total
     }
 
     /// Resolves once every piece of `range` is present.

@@ -19,6 +19,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use std::sync::Arc;
+
+use crate::release::reuse::Local;
 use crate::release::{InfoHash, Release};
 
 /// One release kept in the cache directory.
@@ -36,6 +39,9 @@ pub struct Cached {
     pub last_used: u64,
     /// A mount holds it now.
     pub mounted: bool,
+    /// Its metadata, when it parses.
+    #[serde(skip)]
+    pub release: Option<Arc<Release>>,
 }
 
 /// How much the cache directory may hold.
@@ -64,8 +70,41 @@ pub enum CacheError {
     Remove { path: PathBuf, source: io::Error },
 }
 
-/// Every release in `cache_dir`, least recently used first.
+/// Every release in `cache_dir`, least recently used first, with the room each takes.
 pub fn list(cache_dir: &Path) -> Result<Vec<Cached>, CacheError> {
+    let mut entries = scan(cache_dir)?;
+    for c in &mut entries {
+        c.bytes = disk_bytes(&c.dir);
+    }
+    Ok(entries)
+}
+
+/// The releases of `entries` that may give pieces to `target`, best first: those it
+/// names as `similar` (its base), then the most recently mounted.
+pub fn sources(entries: &[Cached], target: &Release) -> Vec<Local> {
+    let mut found: Vec<(bool, u64, Local)> = entries
+        .iter()
+        .filter_map(|c| {
+            let r = c.release.as_ref()?;
+            (r.info_hash != target.info_hash).then(|| {
+                (
+                    target.similar.contains(&r.info_hash),
+                    c.last_used,
+                    Local {
+                        release: r.clone(),
+                        data_dir: c.dir.join("data"),
+                    },
+                )
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    found.into_iter().map(|(_, _, l)| l).collect()
+}
+
+/// Every release in `cache_dir`, least recently used first, without the walk of its
+/// files (`bytes` is 0).
+pub fn scan(cache_dir: &Path) -> Result<Vec<Cached>, CacheError> {
     let rd = match fs::read_dir(cache_dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -87,7 +126,9 @@ pub fn list(cache_dir: &Path) -> Result<Vec<Cached>, CacheError> {
         }
         let release = fs::read(dir.join("torrent"))
             .ok()
-            .and_then(|b| Release::from_torrent(&b).ok());
+            .and_then(|b| Release::from_torrent(&b).ok())
+            .filter(|r| r.info_hash == ih)
+            .map(Arc::new);
         let last_used = fs::metadata(dir.join("lock"))
             .or_else(|_| fs::metadata(dir.join("torrent")))
             .and_then(|m| m.modified())
@@ -97,10 +138,11 @@ pub fn list(cache_dir: &Path) -> Result<Vec<Cached>, CacheError> {
         out.push(Cached {
             infohash: ih.to_string(),
             name: release.as_ref().map(|r| r.name.clone()),
-            bytes: disk_bytes(&dir),
+            bytes: 0,
             total_bytes: release.as_ref().map(|r| r.total_length),
             last_used,
             mounted: is_locked(&dir),
+            release,
             dir,
         });
     }
@@ -114,37 +156,40 @@ pub fn remove(cache_dir: &Path, infohash: &str) -> Result<u64, CacheError> {
         .into_iter()
         .find(|c| c.infohash.eq_ignore_ascii_case(infohash))
         .ok_or_else(|| CacheError::NotCached(infohash.to_string()))?;
-    remove_entry(cache_dir, &entry)
+    remove_entry(cache_dir, &entry)?;
+    Ok(entry.bytes)
 }
 
-/// Evicts releases, least recently used first, until the cache fits `budget` with
-/// `incoming` more bytes to come (what a mount starting now will still download). Never
-/// a mounted release, nor one in `protect`. Returns what it removed; what cannot be
-/// removed is left, and the caller says so.
+/// Evicts releases of `entries` (from [`scan`] or [`list`] of `cache_dir`), least
+/// recently used first, until the cache fits `budget` with `incoming` more bytes to come
+/// (what a mount starting now will still download). Never a mounted release, nor one in
+/// `protect`. Returns what it removed; what cannot be removed is left, and the caller
+/// says so. Only a byte budget walks the releases' files to size them; the default
+/// asks the filesystem, before and after each removal.
 pub fn evict(
     cache_dir: &Path,
+    entries: &[Cached],
     budget: Budget,
     incoming: u64,
     protect: &[InfoHash],
 ) -> Result<Vec<Cached>, CacheError> {
     clear_leftovers(cache_dir);
-    let entries = list(cache_dir)?;
-    let mut used: u64 = entries.iter().map(|c| c.bytes).sum();
+    let sizes: Vec<u64> = match budget {
+        Budget::Bytes(_) => entries.iter().map(|c| disk_bytes(&c.dir)).collect(),
+        Budget::KeepFree(_) => vec![0; entries.len()],
+    };
+    let mut used: u64 = sizes.iter().sum();
     let over = |used: u64| -> bool {
         match budget {
             Budget::Bytes(max) => used + incoming > max,
-            Budget::KeepFree(frac) => {
-                let Ok((free, size)) = crate::swarm::disk_space(cache_dir) else {
-                    return false;
-                };
-                // What is removed becomes free; what comes in takes from it.
-                let freed = entries.iter().map(|c| c.bytes).sum::<u64>() - used;
-                ((free + freed) as f64) - (incoming as f64) < frac * size as f64
-            }
+            Budget::KeepFree(frac) => match crate::swarm::disk_space(cache_dir) {
+                Ok((free, size)) => (free as f64) - (incoming as f64) < frac * size as f64,
+                Err(_) => false,
+            },
         }
     };
     let mut removed = Vec::new();
-    for c in &entries {
+    for (c, &size) in entries.iter().zip(&sizes) {
         if !over(used) {
             break;
         }
@@ -153,9 +198,12 @@ pub fn evict(
             continue;
         }
         match remove_entry(cache_dir, c) {
-            Ok(freed) => {
-                used -= freed.min(used);
-                removed.push(c.clone());
+            Ok(()) => {
+                used -= size.min(used);
+                removed.push(Cached {
+                    bytes: size,
+                    ..c.clone()
+                });
             }
             // Mounted in the meantime: leave it.
             Err(CacheError::Mounted { .. }) => {}
@@ -165,7 +213,7 @@ pub fn evict(
     Ok(removed)
 }
 
-fn remove_entry(cache_dir: &Path, c: &Cached) -> Result<u64, CacheError> {
+fn remove_entry(cache_dir: &Path, c: &Cached) -> Result<(), CacheError> {
     let name = c.name.clone().unwrap_or_default();
     // Take the release's lock, as a mount does: none can start on it while it goes.
     let lock = match File::options()
@@ -196,8 +244,7 @@ fn remove_entry(cache_dir: &Path, c: &Cached) -> Result<u64, CacheError> {
         source,
     })?;
     drop(lock);
-    fs::remove_dir_all(&gone).map_err(|source| CacheError::Remove { path: gone, source })?;
-    Ok(c.bytes)
+    fs::remove_dir_all(&gone).map_err(|source| CacheError::Remove { path: gone, source })
 }
 
 /// Removes folders a crash left mid-removal.

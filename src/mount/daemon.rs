@@ -113,18 +113,26 @@ pub fn serve(
     };
     // Room for what is still to come: older releases go, least recently used first, but
     // never a mounted one, nor this release's base or the best source of its pieces.
-    let best_source = Store::local_releases(&config.cache_dir, &release)
-        .first()
-        .map(|l| l.release.info_hash);
+    let cached = cache::scan(&config.cache_dir).unwrap_or_else(|e| {
+        warn!("{e}");
+        Vec::new()
+    });
+    let mut locals = cache::sources(&cached, &release);
     let mut protect = vec![release.info_hash];
     protect.extend(release.similar.iter().copied());
-    protect.extend(best_source);
+    protect.extend(locals.first().map(|l| l.release.info_hash));
     let incoming = release
         .total_length
         .saturating_sub(pieces.present() * release.piece_length);
-    match cache::evict(&config.cache_dir, config.cache_budget, incoming, &protect) {
+    match cache::evict(
+        &config.cache_dir,
+        &cached,
+        config.cache_budget,
+        incoming,
+        &protect,
+    ) {
         Ok(removed) => {
-            for c in removed {
+            for c in &removed {
                 info!(
                     infohash = %c.infohash,
                     name = c.name.as_deref().unwrap_or("?"),
@@ -132,21 +140,15 @@ pub fn serve(
                     "evicted from the cache (least recently used) to make room"
                 );
             }
+            locals.retain(|l| !removed.iter().any(|c| c.dir.join("data") == l.data_dir));
         }
         Err(e) => warn!("cannot make room in the cache: {e}"),
     }
     // Pieces other releases in the cache can give are rebuilt while the mount joins the
     // swarm; no peer is asked for them meanwhile.
-    let reuse = if config.reuse {
-        let locals = Store::local_releases(&config.cache_dir, &release);
-        if locals.is_empty() {
-            None
-        } else {
-            let plan = Plan::new(release.clone(), locals);
-            Reuse::start(plan, store.clone(), &boot)
-        }
-    } else {
-        None
+    let reuse = match (config.reuse, locals.is_empty()) {
+        (true, false) => Reuse::start(Plan::new(release.clone(), locals), store.clone(), &boot),
+        _ => None,
     };
     let fetcher = rt
         .block_on(Fetcher::start(

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use crate::fs::PieceMap;
-use crate::release::reuse::Local;
 use crate::release::{self, EntryKind, Release};
 
 /// Why the cache could not be opened.
@@ -181,8 +180,8 @@ impl Store {
     }
 
     /// Writes the bytes of piece `piece` (checked against its SHA-1 by the caller) into
-    /// the cache files it covers, creating them sparse at their full length as the swarm's
-    /// storage does. Padding is not stored.
+    /// the cache files it covers, created as the swarm's storage creates them (sparse, at
+    /// their full length). Padding is not stored.
     pub fn write_piece(&self, piece: u64, buf: &[u8]) -> io::Result<()> {
         let pl = self.release.piece_length;
         let start = piece * pl;
@@ -203,19 +202,8 @@ impl Store {
             let f = match self.writers[i].get() {
                 Some(f) => f,
                 None => {
-                    let path = self.data_path(i);
-                    if let Some(dir) = path.parent() {
-                        fs::create_dir_all(dir)?;
-                    }
-                    let f = fs::OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(&path)?;
-                    if f.metadata()?.len() != e.length {
-                        f.set_len(e.length)?;
-                    }
+                    let f = crate::swarm::open_cache_file(&self.data_path(i), e.length)
+                        .map_err(io::Error::other)?;
                     self.writers[i].get_or_init(|| f)
                 }
             };
@@ -225,48 +213,5 @@ impl Store {
             )?;
         }
         Ok(())
-    }
-
-    /// The other releases kept in `cache_dir`, best source first: those `target` names
-    /// as `similar` (its base), then the most recently mounted. Folders whose metadata
-    /// does not parse are skipped.
-    pub fn local_releases(cache_dir: &Path, target: &Release) -> Vec<Local> {
-        let Ok(dir) = fs::read_dir(cache_dir) else {
-            return Vec::new();
-        };
-        let mut found: Vec<(bool, std::time::SystemTime, Local)> = Vec::new();
-        for d in dir.flatten() {
-            let name = d.file_name();
-            let Some(ih) = name.to_str().and_then(release::InfoHash::from_hex) else {
-                continue;
-            };
-            if ih == target.info_hash {
-                continue;
-            }
-            let root = d.path();
-            let Ok(bytes) = fs::read(root.join("torrent")) else {
-                continue;
-            };
-            let Ok(r) = Release::from_torrent(&bytes) else {
-                continue;
-            };
-            if r.info_hash != ih {
-                continue;
-            }
-            let used = fs::metadata(root.join("lock"))
-                .or_else(|_| fs::metadata(root.join("torrent")))
-                .and_then(|m| m.modified())
-                .unwrap_or(std::time::UNIX_EPOCH);
-            found.push((
-                target.similar.contains(&ih),
-                used,
-                Local {
-                    release: Arc::new(r),
-                    data_dir: root.join("data"),
-                },
-            ));
-        }
-        found.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
-        found.into_iter().map(|(_, _, l)| l).collect()
     }
 }

@@ -59,13 +59,11 @@ pub struct Plan {
     by_hash: HashMap<[u8; 20], (usize, u64)>,
 }
 
-/// What a plan found.
+/// Which of the target's files have a local source, and how they were found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlanStats {
     pub files_by_sha1: u64,
     pub files_by_path: u64,
-    /// Pieces with at least one candidate.
-    pub pieces: u64,
 }
 
 impl Plan {
@@ -158,9 +156,6 @@ impl Plan {
                 s.files_by_path += 1;
             }
         }
-        s.pieces = (0..self.target.piece_count())
-            .filter(|&p| !self.candidates(p).is_empty())
-            .count() as u64;
         s
     }
 

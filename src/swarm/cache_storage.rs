@@ -98,7 +98,7 @@ impl StorageFactory for CacheStorageFactory {
 }
 
 /// Opens (creating) a cache file and gives it its final length, sparse.
-fn open_sized(path: &Path, len: u64) -> anyhow::Result<File> {
+pub fn open_sized(path: &Path, len: u64) -> anyhow::Result<File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -14,7 +14,7 @@
 //! always added from their .torrent bytes (DESIGN.md, decision 11).
 
 mod cache_storage;
-pub use cache_storage::disk_space;
+pub use cache_storage::{disk_space, open_sized as open_cache_file};
 pub mod picker;
 mod storage;
 

@@ -156,9 +156,12 @@ impl Picker {
             },
             boot_done: std::sync::atomic::AtomicBool::new(boot.is_empty()),
             fetching: Mutex::new(HashMap::new()),
-            first_candidate: (0..release.piece_count())
-                .map(|_| std::sync::atomic::AtomicU32::new(0))
-                .collect(),
+            first_candidate: match deferred {
+                Some(_) => (0..release.piece_count())
+                    .map(|_| std::sync::atomic::AtomicU32::new(0))
+                    .collect(),
+                None => Vec::new(),
+            },
             started: Instant::now(),
             pieces,
             deferred,
@@ -390,11 +393,8 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         // the piece from that host. Past the turns this is one atomic load. A fleet
         // fetching a release whole is left as it was: there the hosts take different
         // pieces anyway, and a wait in the boot costs more (ARCHITECTURE, "experiments").
-        if self.deferred.is_none() {
-            return true;
-        }
         let Some(slot) = self.first_candidate.get(piece as usize) else {
-            return true;
+            return true; // not rebuilding: no stamps kept
         };
         let now = self.started.elapsed().as_millis() as u32 + 1;
         let first = match slot.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
