@@ -6,9 +6,14 @@ host fetches BYTES from each other node at once into one buffer (no protocol, no
 no cache writes). What a real client does comes on top of this. Driven by
 scripts/bench-mesh.sh inside ../shared/bench's topology:
 
-    mesh-floor.py serve IP PORT FILE BYTES
-    mesh-floor.py fetch T0 BYTES IP:PORT...    prints seconds from T0 until all are in
+    mesh-floor.py serve IP PORT FILE BYTES CONNS   serves CONNS connections, prints its CPU seconds
+    mesh-floor.py fetch T0 BYTES IP:PORT...    prints seconds from T0 until all are in, and its CPU seconds
+
+The CPU seconds (user + system, every thread) are the floor under a client's cost per
+byte on these links: the kernel's work for each packet sent and received (the shaper,
+the bridge, the veth pair and TCP run in the sending and receiving process's context).
 """
+import resource
 import os
 import socket
 import sys
@@ -16,7 +21,12 @@ import threading
 import time
 
 
-def serve(ip, port, path, size):
+def cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def serve(ip, port, path, size, conns):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((ip, port))
@@ -31,9 +41,14 @@ def serve(ip, port, path, size):
                     break
                 off += n
 
-    while True:
+    threads = []
+    for _ in range(conns):
         c, _ = s.accept()
-        threading.Thread(target=one, args=(c,), daemon=True).start()
+        threads.append(threading.Thread(target=one, args=(c,)))
+        threads[-1].start()
+    for t in threads:
+        t.join()
+    print(f"{cpu_seconds():.3f}", flush=True)
 
 
 def fetch(t0, size, peers):
@@ -55,12 +70,12 @@ def fetch(t0, size, peers):
         t.start()
     for t in threads:
         t.join()
-    print(f"{time.time() - t0:.3f}", flush=True)
+    print(f"{time.time() - t0:.3f} {cpu_seconds():.3f}", flush=True)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 6 and sys.argv[1] == "serve":
-        serve(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+    if len(sys.argv) >= 7 and sys.argv[1] == "serve":
+        serve(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
     elif len(sys.argv) >= 5 and sys.argv[1] == "fetch":
         fetch(float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:])
     else:

@@ -267,7 +267,13 @@ impl ChunkTracker {
 
     /// swarmfs patch: whether any piece waits in the download queue.
     pub(crate) fn has_queued_pieces(&self) -> bool {
-        self.queue_pieces.any()
+        any_common(&self.queue_pieces, None)
+    }
+
+    /// swarmfs patch: whether any piece that waits in the download queue is one `bitfield`
+    /// has (a peer's): a byte at a time, not a piece at a time.
+    pub(crate) fn has_queued_pieces_in(&self, bitfield: &BF) -> bool {
+        any_common(&self.queue_pieces, Some(bitfield))
     }
 
     /// swarmfs patch: whether every piece of the torrent (selected or not) is here.
@@ -436,8 +442,46 @@ impl ChunkTracker {
     }
 }
 
+/// swarmfs patch: whether a bit is set in `a` (and in `b`, if given), whole bytes at a
+/// time. bitvec's `any` and a lookup per piece go a bit at a time, and the picker asks
+/// this before every chunk request, over every piece of the torrent.
+fn any_common(a: &BF, b: Option<&BF>) -> bool {
+    let len = b.map_or(a.len(), |b| a.len().min(b.len()));
+    let full = len / 8;
+    let a_bytes = &a.as_raw_slice()[..full];
+    let whole = match b {
+        None => a_bytes.iter().any(|&x| x != 0),
+        Some(b) => a_bytes
+            .iter()
+            .zip(&b.as_raw_slice()[..full])
+            .any(|(&x, &y)| x & y != 0),
+    };
+    whole
+        || (full * 8..len).any(|i| a[i] && b.is_none_or(|b| b[i]))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn any_common_compares_whole_bytes_and_the_tail() {
+        // swarmfs patch: the byte-wise check agrees with a bit-by-bit one, tail included.
+        for len in [1usize, 7, 8, 9, 63, 64, 65, 200] {
+            for bit in 0..len {
+                let mut a: BF = bitvec::bitbox![u8, bitvec::order::Msb0; 0; len];
+                let mut b = a.clone();
+                assert!(!super::any_common(&a, None));
+                a.set(bit, true);
+                assert!(super::any_common(&a, None));
+                assert!(!super::any_common(&a, Some(&b)));
+                b.set((bit + 1) % len, true);
+                assert_eq!(super::any_common(&a, Some(&b)), len == 1);
+                b.set(bit, true);
+                assert!(super::any_common(&a, Some(&b)));
+            }
+        }
+    }
+
     use librqbit_core::{constants::CHUNK_SIZE, lengths::Lengths};
     use std::collections::HashSet;
 

@@ -14,10 +14,17 @@ const BUFLEN: usize = 0x8000; // 32kb
 
 /// A ringbuffer for reading bittorrent messages from socket.
 /// Messages may thus span 2 slices (notably, Piece message and UtMetadata messages), which is reflected in their contents.
+/// swarmfs patch: a read for at least this many bytes of a message waits for all of them
+/// at once (SO_RCVLOWAT), not for each arriving packet (a 16 KiB chunk came in 3-4
+/// reads and as many wake-ups, each also ending in a read that found nothing).
+const LOW_WATERMARK_FROM: usize = 2048;
+
 pub struct ReadBuf {
     buf: Box<[u8; BUFLEN]>,
     start: usize,
     len: usize,
+    /// swarmfs patch: the connection's low watermark as last set (1: the default).
+    low_watermark: usize,
 }
 
 /// Advance by N bytes. A macro so that existing field-level
@@ -44,6 +51,7 @@ impl ReadBuf {
             buf: Box::new([0u8; BUFLEN]),
             start: 0,
             len: 0,
+            low_watermark: 1,
         }
     }
 
@@ -191,6 +199,16 @@ impl ReadBuf {
                                 #[allow(clippy::cast_possible_truncation)]
                                 need_additional_bytes: need_additional_bytes as u16,
                             });
+                        }
+                        // Only bytes of this message are waited for: they are coming.
+                        let want = if need_additional_bytes >= LOW_WATERMARK_FROM {
+                            need_additional_bytes.min(BUFLEN - self.len)
+                        } else {
+                            1
+                        };
+                        if want != self.low_watermark {
+                            conn.set_read_low_watermark(want);
+                            self.low_watermark = want;
                         }
                         let size = with_timeout(
                             "reading",

@@ -8,6 +8,10 @@ pub trait AsyncReadVectored: AsyncRead + Unpin {
         cx: &mut std::task::Context<'_>,
         vec: &mut [IoSliceMut<'_>],
     ) -> Poll<std::io::Result<usize>>;
+
+    /// swarmfs patch: wake the reader only once this many bytes are in (SO_RCVLOWAT), where
+    /// the transport can; a read still returns what is there. Best effort.
+    fn set_read_low_watermark(&self, _bytes: usize) {}
 }
 
 impl<T: ?Sized + AsyncReadVectored> AsyncReadVectored for &mut T {
@@ -18,6 +22,10 @@ impl<T: ?Sized + AsyncReadVectored> AsyncReadVectored for &mut T {
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut **self).poll_read_vectored(cx, vec)
     }
+
+    fn set_read_low_watermark(&self, bytes: usize) {
+        (**self).set_read_low_watermark(bytes)
+    }
 }
 
 impl<T: ?Sized + AsyncReadVectored> AsyncReadVectored for Box<T> {
@@ -27,6 +35,10 @@ impl<T: ?Sized + AsyncReadVectored> AsyncReadVectored for Box<T> {
         vec: &mut [IoSliceMut<'_>],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut **self).poll_read_vectored(cx, vec)
+    }
+
+    fn set_read_low_watermark(&self, bytes: usize) {
+        (**self).set_read_low_watermark(bytes)
     }
 }
 
@@ -55,6 +67,22 @@ impl AsyncReadVectored for tokio::net::tcp::OwnedReadHalf {
                 }
                 res => return Poll::Ready(res),
             }
+        }
+    }
+
+    fn set_read_low_watermark(&self, bytes: usize) {
+        use std::os::fd::AsRawFd;
+        let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX).max(1);
+        // SAFETY: the fd is this stream's, open for as long as `self`; the option value
+        // is a c_int that outlives the call.
+        unsafe {
+            libc::setsockopt(
+                self.as_ref().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&raw const v).cast(),
+                std::mem::size_of_val(&v) as libc::socklen_t,
+            );
         }
     }
 }
