@@ -830,3 +830,38 @@ fn a_recorded_boot_profile_is_fetched_first_on_the_next_host() {
         stderr(&o)
     );
 }
+
+#[test]
+fn two_hosts_that_find_each_other_at_once_keep_one_connection() {
+    // Two mounts that learn of each other from the tracker dial each other; the peer
+    // table, keyed by address, counted the other host twice (each connection sent every
+    // `have`). One connection per peer id stays: each mount has the seed and the other.
+    let t = tempfile::tempdir().unwrap();
+    let (dir, torrent, _ih, _tr) = tracked_release(t.path(), 4 << 20, 20);
+    let _origin = seed(&torrent, &dir, free_port(), &[]);
+    let mount = |name: &str| {
+        let mnt = t.path().join(format!("mnt-{name}"));
+        std::fs::create_dir_all(&mnt).unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        Mount::new(
+            torrent.to_str().unwrap(),
+            &mnt,
+            &t.path().join(format!("cache-{name}")),
+            &["--no-prefetch", "--announce-interval", "1s", "--listen", &listen],
+        )
+    };
+    let (a, b) = (mount("a"), mount("b"));
+    let peers = |m: &Mount| m.status()["peers"].as_u64().unwrap();
+    // Each has announced a few times by the end: each has dialled the other.
+    let (mut both_seen, mut most) = (false, 0);
+    let end = std::time::Instant::now() + Duration::from_secs(8);
+    while std::time::Instant::now() < end {
+        let (pa, pb) = (peers(&a), peers(&b));
+        both_seen |= pa == 2 && pb == 2;
+        most = most.max(pa).max(pb);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("peers at the end: a {} b {}; most seen {most}", peers(&a), peers(&b));
+    assert!(both_seen, "the mounts never had the seed and each other");
+    assert_eq!(most, 2, "a mount counted a peer twice");
+}

@@ -127,7 +127,9 @@ const RAREST_OF: usize = 64;
 /// - State transitions maintain invariants
 pub struct PieceTracker {
     chunks: ChunkTracker,
-    inflight: HashMap<ValidPieceIndex, InflightPiece>,
+    /// (swarmfs patch: hashed with FxHash, not SipHash: the picker looks up every urgent
+    /// piece here before each chunk request while readers wait.)
+    inflight: HashMap<ValidPieceIndex, InflightPiece, rustc_hash::FxBuildHasher>,
     /// swarmfs patch: pieces that failed their hash check with chunks from several peers:
     /// fetched from one peer only next time, so that a liar is found.
     single_source: std::collections::HashSet<ValidPieceIndex>,
@@ -145,7 +147,7 @@ impl PieceTracker {
     pub fn new(chunks: ChunkTracker) -> Self {
         Self {
             chunks,
-            inflight: HashMap::new(),
+            inflight: HashMap::default(),
             single_source: Default::default(),
             tier_cursors: (0, Vec::new()),
         }

@@ -259,8 +259,11 @@ impl Peer {
 
 #[derive(Debug)]
 pub(crate) struct LivePeerState {
-    #[allow(dead_code)]
-    peer_id: Id20,
+    pub peer_id: Id20,
+
+    /// swarmfs patch: the peer dialled us (else we dialled it): which of two connections
+    /// to one peer stays (`PeerHandler::on_handshake`).
+    pub incoming: bool,
 
     pub client_name: Option<String>,
 
@@ -309,6 +312,7 @@ impl LivePeerState {
     ) -> Self {
         LivePeerState {
             peer_id,
+            incoming: false,
             client_name: None,
             swarmfs_fetching: false,
             peer_interested: initial_interested,
