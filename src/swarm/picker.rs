@@ -17,15 +17,18 @@
 //!    While a boot profile is not all here, read-ahead waits: the profile knows what
 //!    start-up reads next (8 x 256 MB: the origin sent 56 read-ahead pieces during boot
 //!    before, none after).
-//! 4. While a read waits for a piece some peer has, only the start-up tier of the
-//!    background goes on: on a saturated link a read's piece queues behind every
-//!    background piece in flight, but the start-up tier is what the next reads want.
-//!    (When no peer has it, everything goes on: holding back would idle the links.)
-//!    8-host fleet, 256 MB: start-up tier on, full 42.0-43.2 s; all held back,
-//!    44.5-45.4 s; boot 25.5-26.8 s either way. Measured on the 8-host,
-//!    256 MB fleet (after the librqbit fixes): holding back, boot median 26.6 s, slowest
-//!    host 44.9 s, origin 1.50 copies; background always on, 28.8 s, 47.3 s, 1.54.
-//!    The origin's connection is never held back (see 5).
+//! 4. While a read waits, the background goes on (librqbit's hold-back hook is left
+//!    open, `tiers_while_held_back`). It used to stop all but the start-up tier
+//!    so a read's piece would not queue behind background pieces; since the peers'
+//!    windows are cut to what the links queue ([`PEER_WINDOW_BUDGET`]) that queue is
+//!    ~30 ms, while a read without a boot profile mostly waits on the origin's uplink,
+//!    which was never held back. Holding back only idled the links for as long as the
+//!    start-up reads went on. 2026-12-06, c205b93 against the change, no profile,
+//!    `scripts/bench-fleet.sh --scenario swarmfs-lazy --piece-kb 32`: 8 x 256 MB at
+//!    100 Mbit, boot 25.6 / 23.9 s, last host 39.5 / 27.4 s (another pair: 23.4 / 24.5,
+//!    39.4 / 33.0); 32 x 64 MB at 50 Mbit, boot 16.3 / 15.1 s, last host 26.9 / 23.1 s;
+//!    with a boot profile (8 hosts) boot 4.3 / 3.9 s, last host 31.3 / 31.2 s.
+//!    The origin's request window still shrinks while a read waits (see 5).
 //! 5. The origin (a peer with every piece) carries every unique byte once; it is the
 //!    fleet's bottleneck, so it is kept busy and spared copies: it is asked in the
 //!    background only for pieces no other peer has (librqbit patch), never held back,
@@ -330,8 +333,9 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         self.is_deferred(piece) || self.pieces.has(piece as u64)
     }
 
+    /// Every tier: a waiting read holds no background work back (item 4 above).
     fn tiers_while_held_back(&self) -> usize {
-        1
+        usize::MAX
     }
 
     fn urgent_steal_after(&self) -> Option<std::time::Duration> {
