@@ -23,7 +23,7 @@
 //!    windows are cut to what the links queue ([`PEER_WINDOW_BUDGET`]) that queue is
 //!    ~30 ms, while a read without a boot profile mostly waits on the origin's uplink,
 //!    which was never held back. Holding back only idled the links for as long as the
-//!    start-up reads went on. 2026-12-06, c205b93 against the change, no profile,
+//!    start-up reads went on. 2026-12-06, c205b93 against 67c14ee, no profile,
 //!    `scripts/bench-fleet.sh --scenario swarmfs-lazy --piece-kb 32`: 8 x 256 MB at
 //!    100 Mbit, boot 25.6 / 23.9 s, last host 39.5 / 27.4 s (another pair: 23.4 / 24.5,
 //!    39.4 / 33.0); 32 x 64 MB at 50 Mbit, boot 16.3 / 15.1 s, last host 26.9 / 23.1 s;
