@@ -196,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
         creation_date: None,
         private: false,
         base: None,
+        boot_profile: None,
     };
     let release = Arc::new(publish(&dir, &opts, &|_| {})?.release);
     eprintln!(

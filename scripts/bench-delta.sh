@@ -6,12 +6,14 @@
 # the origin's bytes sent, boot and complete times, mismatches.
 # Usage: scripts/bench-delta.sh [--hosts 8] [--rate 100mbit] [--size-mb 128]
 #            [--variants change1,change5,change20,add-middle,rename,insert,nobase,mktorrent]
-#            [--no-aria2]
+#            [--no-aria2] [--learnt none|one|all]
+#   --learnt: which hosts booted N before (N mounted, its boot set read, unmounted: the
+#   mount recorded its start-up); N+1 is mounted with no flag either way.
 #   nobase: the change5 tree published without --base; mktorrent: the change5 tree in a
 #   torrent made by mktorrent (no BEP 47 sha1, no padding), N too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-hosts=8 rate=100mbit size=128 aria2=1
+hosts=8 rate=100mbit size=128 aria2=1 learnt=none
 variants=change1,change5,change20,add-middle,rename,insert,nobase,mktorrent
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -20,7 +22,8 @@ while [ $# -gt 0 ]; do
 	--size-mb) size=$2; shift 2 ;;
 	--variants) variants=$2; shift 2 ;;
 	--no-aria2) aria2=0; shift ;;
-	*) sed -n '2,11p' "$0" >&2; exit 2 ;;
+	--learnt) learnt=$2; shift 2 ;;
+	*) sed -n '2,13p' "$0" >&2; exit 2 ;;
 	esac
 done
 BENCH=${FLEET_BENCH:-$(cd .. && pwd)/shared/bench}
@@ -63,7 +66,7 @@ for v in "${list[@]}"; do
 			python3 scripts/delta-fleet.py "$c" --hosts "$hosts" --bin "$SWARMFS_BIN" \
 			--torrent "$WORK/m-${size}m-$v.torrent" --data "$m" --infohash "$(ih "$WORK/m-${size}m-$v.torrent")" \
 			--base-torrent "$base_torrent" --base-data "$n" --base-infohash "$(ih "$base_torrent")" \
-			--bootset "$n.bootset" --meta "$meta" --work "$WORK/run" \
+			--bootset "$n.bootset" --learnt "$learnt" --meta "$meta" --work "$WORK/run" \
 			--seeder "$seeder" --bench "$BENCH" 2>>"$WORK/bench.log"
 	done
 done

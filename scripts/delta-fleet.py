@@ -4,7 +4,8 @@
 
     delta-fleet.py swarmfs|aria2 --hosts H --torrent M.torrent --data M_DIR
         --infohash IH --work DIR [--base-torrent N.torrent --base-data N_DIR
-        --base-infohash IHN] [--bootset N.bootset] [--meta JSON] [--bin SWARMFS]
+        --base-infohash IHN] [--bootset N.bootset] [--learnt none|one|all] [--meta JSON]
+        [--bin SWARMFS]
 
 The origin (10.77.0.1) runs opentracker and `swarmfs seed` of N+1. swarmfs: every host
 holds N in its cache (its torrent and its files, hard-linked: only read) and mounts N+1
@@ -95,6 +96,10 @@ def main():
     ap.add_argument("--base-data")
     ap.add_argument("--base-infohash")
     ap.add_argument("--bootset")
+    ap.add_argument("--learnt", choices=["none", "one", "all"], default="none",
+                    help="which hosts booted N before (swarmfs): N mounted from their cache, "
+                         "its boot set read through the mount, unmounted, so that the mount "
+                         "recorded its start-up; N+1's mounts then boot from that recording")
     ap.add_argument("--meta", default="{}")
     ap.add_argument("--bin", default="swarmfs")
     ap.add_argument("--seeder", choices=["swarmfs", "aria2"], default="swarmfs",
@@ -150,6 +155,20 @@ def main():
                 os.makedirs(rel)
                 shutil.copy(a.base_torrent, os.path.join(rel, "torrent"))
                 subprocess.run(["cp", "-al", a.base_data, os.path.join(rel, "data")], check=True)
+        if a.client == "swarmfs" and a.bootset and a.base_data:
+            base_files = set(file_digests(a.base_data))
+            for i in {"none": [], "one": [1], "all": list(hosts)}[a.learnt]:
+                h = os.path.join(work, f"h{i}")
+                mnt = os.path.join(h, "mnt-n")
+                os.makedirs(mnt)
+                subprocess.run([a.bin, "mount", "--cache-dir", os.path.join(h, "cache"),
+                                "--no-lsd", "--no-prefetch", a.base_torrent, mnt],
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                read_boot(mnt, a.bootset, base_files)
+                subprocess.run([a.bin, "unmount", mnt], check=True)
+                if not os.path.exists(os.path.join(h, "cache", a.base_infohash,
+                                                   "startup.profile")):
+                    raise RuntimeError(f"host {i} recorded no start-up of N")
         # aria2's download-complete hook: a file holding the time.
         hook = os.path.join(work, "done-hook.sh")
         with open(hook, "w") as f:

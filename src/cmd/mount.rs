@@ -64,6 +64,10 @@ pub struct MountArgs {
     /// A boot profile (what a server reads while it starts, in order: `path<TAB>offset<TAB>length`
     /// per line, as --record-profile writes it): its pieces are fetched first, before
     /// anything else of the background, so that the start-up reads find them here.
+    /// Without it a mount takes, in this order: the start-up this host recorded of the
+    /// same release, the profile carried in the release (`publish --boot-profile`), the
+    /// start-up recorded of a related release in the cache directory (its base, else one
+    /// of the same name); see --no-learn.
     #[arg(long, value_name = "FILE", conflicts_with = "no_prefetch")]
     pub boot_profile: Option<PathBuf>,
     /// Write a boot profile to FILE: every read that touches a piece no earlier read did,
@@ -71,6 +75,12 @@ pub struct MountArgs {
     /// the service, unmount; then mount it everywhere with --boot-profile FILE.
     #[arg(long, value_name = "FILE")]
     pub record_profile: Option<PathBuf>,
+    /// Neither record this mount's start-up nor boot from recordings. By default every
+    /// mount learns: the reads of its start-up (until no read has been in flight for 5 s)
+    /// are written to `<cache-dir>/<infohash>/startup.profile` as they happen, and the
+    /// next mount of this release or of a release published against it boots from them.
+    #[arg(long)]
+    pub no_learn: bool,
     /// Do not rebuild pieces from the other releases in the cache directory. By default a
     /// mount takes every piece it can build from a release already here (the one it was
     /// published against first; files found by content or path), checks each against
@@ -268,6 +278,7 @@ fn serve(args: MountArgs, mnt: PathBuf, profile: Option<BootProfile>) -> Result<
         metrics: args.metrics,
         boot_profile: args.boot_profile.zip(profile),
         record_profile: args.record_profile,
+        learn: !args.no_learn,
         reuse: !args.no_reuse,
         cache_budget: args
             .cache_size

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::seed::{serve_until_signal, SwarmArgs};
 use super::ByteProgress;
+use crate::mount::profile::BootProfile;
 use crate::release::{self, Delta, PublishOptions, Release};
 
 #[derive(Debug, Args)]
@@ -47,6 +48,12 @@ pub struct PublishArgs {
     /// host that holds the base fetches only what changed. Prints what is new against it.
     #[arg(long, value_name = "PREV.torrent")]
     pub base: Option<PathBuf>,
+    /// A boot profile (as `mount --record-profile` writes it) to carry in the release:
+    /// every mount of it, by torrent file, magnet link or infohash, fetches its pieces
+    /// first without being told. Lines naming files DIR does not have are dropped (with a
+    /// warning). At most 256 KiB of profile; it is part of the infohash.
+    #[arg(long, value_name = "FILE")]
+    pub boot_profile: Option<PathBuf>,
     /// Print one JSON object (name, infohash, magnet, torrent, sizes) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -74,6 +81,10 @@ pub fn run(args: PublishArgs) -> Result<()> {
             })?)
         }
     };
+    let boot_profile = match &args.boot_profile {
+        None => None,
+        Some(p) => Some(profile_text(p, &args.dir)?),
+    };
     let opts = PublishOptions {
         name: args.name.clone(),
         piece_length: args.piece_size.unwrap_or(0),
@@ -86,6 +97,7 @@ pub fn run(args: PublishArgs) -> Result<()> {
         }),
         private: args.private,
         base,
+        boot_profile,
     };
     let progress = ByteProgress::new("hashing", None);
     let published = release::publish(&args.dir, &opts, &|n| progress.inc(n))
@@ -121,6 +133,40 @@ pub fn run(args: PublishArgs) -> Result<()> {
         serve_until_signal(rel, args.dir.clone(), &args.swarm)?;
     }
     Ok(())
+}
+
+/// The text of a boot profile to carry in the torrent: parsed (a bad line is refused,
+/// naming it), lines naming no file of `dir` dropped, written in the canonical form so
+/// that the same profile gives the same infohash.
+fn profile_text(path: &Path, dir: &Path) -> Result<String> {
+    let profile = BootProfile::load(path)?;
+    let (kept, gone): (Vec<_>, Vec<_>) = profile
+        .reads
+        .into_iter()
+        .partition(|r| {
+            r.path.split('/').all(|c| !matches!(c, "" | "." | ".."))
+                && dir.join(&r.path).is_file()
+        });
+    if !gone.is_empty() {
+        warn!(
+            "{}: {} lines name files that {} does not have (first: {}); they are left out",
+            path.display(),
+            gone.len(),
+            dir.display(),
+            gone[0].path
+        );
+    }
+    let text = BootProfile { reads: kept }.to_text();
+    if text.len() > release::MAX_BOOT_PROFILE {
+        bail!(
+            "the boot profile {} is {} bytes; a release carries at most {} (keep the start-up's \
+             first reads, or give it to each mount with --boot-profile)",
+            path.display(),
+            text.len(),
+            release::MAX_BOOT_PROFILE
+        );
+    }
+    Ok(text)
 }
 
 fn print_result(rel: &Release, out: &Path, delta: Option<&Delta>, json: bool) -> Result<()> {

@@ -57,7 +57,14 @@ fn print(s: &Status, json: bool) {
         100.0 * s.present_bytes as f64 / s.total_bytes.max(1) as f64,
         if s.complete { " complete" } else { "" },
         match (s.boot_pieces_present, s.boot_pieces_total) {
-            (Some(h), Some(t)) => format!(", boot profile {h}/{t} pieces"),
+            (Some(h), Some(t)) => format!(
+                ", boot profile {h}/{t} pieces ({})",
+                s.boot_profile.as_deref().unwrap_or("given")
+            ),
+            _ => String::new(),
+        } + &match (s.recorded_reads, s.recording) {
+            (Some(n), true) => format!(", recording the start-up ({n} reads)"),
+            (Some(n), false) => format!(", start-up recorded ({n} reads)"),
             _ => String::new(),
         },
         s.downloaded_bytes,

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use super::cache::{self, Budget};
 use super::control::{self, MountInfo};
 use super::fuse::SwarmFs;
-use super::profile::{BootProfile, Recorder};
+use super::profile::{self, BootProfile, BootSource, Recorder, Window};
 use super::reuse::Reuse;
 use super::status::ReadStats;
 use super::store::Store;
@@ -45,6 +45,9 @@ pub struct MountConfig {
     pub boot_profile: Option<(PathBuf, BootProfile)>,
     /// Record a boot profile into this file.
     pub record_profile: Option<PathBuf>,
+    /// Record the start-up into the release's cache folder, and boot from such
+    /// recordings when no profile is given ([`profile`]).
+    pub learn: bool,
     /// Rebuild what the other releases in the cache directory hold (delta deploys).
     pub reuse: bool,
     /// How much the cache directory may hold; older releases are evicted to fit.
@@ -85,20 +88,32 @@ pub fn serve(
         name = %release.name, infohash = %release.info_hash,
         present = pieces.present(), total = pieces.total(), "cache checked"
     );
-    let boot = match &config.boot_profile {
-        Some((path, profile)) => {
+    // Room for what is still to come: older releases go, least recently used first, but
+    // never a mounted one, nor this release's base or the best source of its pieces.
+    let cached = cache::scan(&config.cache_dir).unwrap_or_else(|e| {
+        warn!("{e}");
+        Vec::new()
+    });
+    let learnt_here = store.root().join(profile::LEARNT_FILE);
+    let own = config
+        .learn
+        .then(|| profile::load_learnt(&learnt_here))
+        .flatten();
+    let record_startup = config.learn && own.is_none();
+    let chosen = choose_profile(&config, &release, &cached, own);
+    let boot = match &chosen {
+        Some((source, profile)) => {
             let p = profile.pieces(&release);
             if p.unknown_paths > 0 {
                 warn!(
-                    "{}: {} lines name files that {} does not have (a profile of another \
-                     release?); they are skipped",
-                    path.display(),
+                    "boot profile {source}: {} lines name files that {} does not have (a \
+                     profile of another release?); they are skipped",
                     p.unknown_paths,
                     release.name
                 );
             }
             info!(
-                profile = %path.display(),
+                profile = %source,
                 pieces = p.pieces.len(),
                 bytes = p.pieces.len() as u64 * release.piece_length,
                 "boot profile: these pieces come first"
@@ -108,15 +123,18 @@ pub fn serve(
         None => Vec::new(),
     };
     let recorder = match &config.record_profile {
+        Some(path) => Some(Arc::new(Recorder::create(path, &release, Window::Mount)?)),
+        None if record_startup => {
+            match Recorder::create(&learnt_here, &release, Window::StartUp(profile::QUIET)) {
+                Ok(r) => Some(Arc::new(r)),
+                Err(e) => {
+                    warn!("{e}; this mount does not learn its start-up");
+                    None
+                }
+            }
+        }
         None => None,
-        Some(path) => Some(Arc::new(Recorder::create(path, &release)?)),
     };
-    // Room for what is still to come: older releases go, least recently used first, but
-    // never a mounted one, nor this release's base or the best source of its pieces.
-    let cached = cache::scan(&config.cache_dir).unwrap_or_else(|e| {
-        warn!("{e}");
-        Vec::new()
-    });
     let mut locals = cache::sources(&cached, &release);
     let mut protect = vec![release.info_hash];
     protect.extend(release.similar.iter().copied());
@@ -191,6 +209,8 @@ pub fn serve(
         fetcher: fetcher.clone(),
         stats,
         reuse,
+        boot_source: chosen.map(|(s, _)| s.to_string()),
+        recorder: recorder.clone(),
     });
     if let Some(addr) = config.metrics {
         rt.block_on(async { metrics::serve(addr) })?;
@@ -261,4 +281,55 @@ pub fn serve(
     drop(kernel);
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// The boot profile of a mount: `--boot-profile`, else (learning) this host's recording
+/// of the same release, else the one the release carries, else (learning) this host's
+/// recording of a related release: its base (`similar`) first, then the most recently
+/// used of the same name. None without prefetch (nothing is fetched in the background).
+fn choose_profile(
+    config: &MountConfig,
+    release: &Release,
+    cached: &[cache::Cached],
+    own: Option<BootProfile>,
+) -> Option<(BootSource, BootProfile)> {
+    if let Some((path, p)) = &config.boot_profile {
+        return Some((BootSource::File(path.clone()), p.clone()));
+    }
+    if !config.prefetch {
+        return None;
+    }
+    if let Some(p) = own {
+        return Some((BootSource::Learnt, p));
+    }
+    if let Some(text) = &release.boot_profile {
+        match BootProfile::parse(text, std::path::Path::new("the release's boot profile")) {
+            Ok(p) if !p.reads.is_empty() => return Some((BootSource::Torrent, p)),
+            Ok(_) => {}
+            Err(e) => warn!("{e}; it is ignored"),
+        }
+    }
+    if !config.learn {
+        return None;
+    }
+    let mut related: Vec<(bool, u64, &cache::Cached, &Release)> = cached
+        .iter()
+        .filter_map(|c| {
+            let r = c.release.as_deref()?;
+            let base = release.similar.contains(&r.info_hash);
+            (r.info_hash != release.info_hash && (base || r.name == release.name))
+                .then_some((base, c.last_used, c, r))
+        })
+        .collect();
+    related.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    related.into_iter().find_map(|(_, _, c, r)| {
+        let p = profile::load_learnt(&c.dir.join(profile::LEARNT_FILE))?;
+        Some((
+            BootSource::Related {
+                name: r.name.clone(),
+                infohash: r.info_hash.to_string(),
+            },
+            p,
+        ))
+    })
 }

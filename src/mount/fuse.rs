@@ -28,7 +28,7 @@ use fuser::{
 use tracing::{debug, debug_span, error, warn, Instrument};
 
 use super::metrics;
-use super::profile::Recorder;
+use super::profile::{Recorder, Window};
 use super::status::ReadStats;
 use super::store::Store;
 use super::table::FSNAME_PREFIX;
@@ -108,8 +108,8 @@ pub struct SwarmFs {
     pub readahead: Readahead,
     /// Whether the kernel accepted passthrough at init.
     pub passthrough_enabled: std::sync::atomic::AtomicBool,
-    /// Records a boot profile (`mount --record-profile`): every read must then reach the
-    /// daemon, so passthrough stays off.
+    /// Records the reads (`mount --record-profile`, or a mount learning its start-up):
+    /// they must reach the daemon, so passthrough stays off while it records.
     pub recorder: Option<Arc<Recorder>>,
 }
 
@@ -220,6 +220,10 @@ impl SwarmFs {
         if !self.passthrough_enabled.load(Ordering::Relaxed) {
             return None;
         }
+        // While the start-up is recorded its reads must reach the daemon.
+        if self.recorder.as_ref().is_some_and(|r| !r.closed()) {
+            return None;
+        }
         let (entry, pieces) = self.tree.file_pieces(ino).ok()?;
         (!pieces.is_empty() && self.fetcher.pieces().first_missing(pieces).is_none())
             .then_some(entry)
@@ -242,7 +246,10 @@ impl Filesystem for SwarmFs {
         let _ = config.set_max_readahead(1 << 20);
         // Complete files are read by the kernel from the cache file itself (passthrough,
         // Linux 6.9+): native speed. Backing files may sit on overlayfs (stack depth 2).
-        if self.recorder.is_none()
+        if self
+            .recorder
+            .as_ref()
+            .is_none_or(|r| r.window() != Window::Mount)
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(2).is_ok()
         {
@@ -378,9 +385,12 @@ impl Filesystem for SwarmFs {
         if plan.len == 0 {
             return reply.data(&[]);
         }
-        if let Some(r) = &self.recorder {
-            r.record(plan.entry, plan.offset, plan.len);
-        }
+        // Held until the read is answered: a learning recording ends only when no read
+        // is in flight.
+        let recording = self
+            .recorder
+            .as_ref()
+            .map(|r| r.record(plan.entry, plan.offset, plan.len));
         // A sequential reader's next pieces are asked for now, hit or miss.
         let window = self.readahead.on_read(ino.0, plan.offset, plan.len);
         if window > 0 {
@@ -414,6 +424,7 @@ impl Filesystem for SwarmFs {
         let timeout = self.read_timeout;
         self.rt.spawn(
             async move {
+                let _recording = recording;
                 let started = Instant::now();
                 let path = &paths[plan.entry];
                 let r = tokio::time::timeout(

@@ -21,9 +21,56 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::release::{EntryKind, Release, MIN_PIECE_LENGTH};
+
+/// The file, in a release's cache folder, where a mount records its start-up.
+pub const LEARNT_FILE: &str = "startup.profile";
+
+/// Where a mount's boot profile came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootSource {
+    /// `mount --boot-profile FILE`.
+    File(PathBuf),
+    /// This host's recording of the same release's start-up.
+    Learnt,
+    /// Carried in the release (`publish --boot-profile`).
+    Torrent,
+    /// This host's recording of a related release's start-up (its base, or one of the
+    /// same name).
+    Related { name: String, infohash: String },
+}
+
+impl std::fmt::Display for BootSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BootSource::File(p) => write!(f, "{}", p.display()),
+            BootSource::Learnt => write!(f, "learnt at this release's last start-up here"),
+            BootSource::Torrent => write!(f, "carried in the release"),
+            BootSource::Related { name, infohash } => {
+                write!(f, "learnt at the start-up of {name} ({infohash})")
+            }
+        }
+    }
+}
+
+/// A recording in `path` that holds at least one read (a start-up that began), if any.
+/// A recording that does not parse (a torn last line of a killed mount is skipped, not
+/// refused: only whole lines are kept) is treated as none.
+pub fn load_learnt(path: &Path) -> Option<BootProfile> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // A killed mount may leave a last line without its newline: drop it.
+    let whole = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
+    BootProfile::parse(whole, path)
+        .ok()
+        .filter(|p| !p.reads.is_empty())
+}
 
 /// Why a profile could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +170,18 @@ impl BootProfile {
         Ok(BootProfile { reads })
     }
 
+    /// The profile as text, one read per line (what [`BootProfile::parse`] reads back).
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for r in &self.reads {
+            match r.len {
+                Some(len) => out.push_str(&format!("{}\t{}\t{len}\n", r.path, r.offset)),
+                None => out.push_str(&format!("{}\n", r.path)),
+            }
+        }
+        out
+    }
+
     /// The pieces of `release` the profile's reads touch, in order of first touch.
     pub fn pieces(&self, release: &Release) -> ProfilePieces {
         let files: HashMap<String, (u64, u64)> = release
@@ -164,23 +223,74 @@ impl BootProfile {
 /// neighbour's read is a miss where the neighbour lies elsewhere. Seen in the fleet
 /// benchmark: a profile recorded at 256 KiB replayed at 64 KiB booted in 12.6 s with every
 /// piece it named local at 4.3 s. 16 KiB is the smallest piece a torrent can have.
+///
+/// A recording asked for (`mount --record-profile`) lasts until unmount. A learning one
+/// (every mount's, [`Window::StartUp`]) keeps only the start-up: it ends once no read
+/// has been in flight for a quiet time ([`QUIET`]), or after [`MAX_LINES`] lines or an eighth of the
+/// release's blocks, whichever comes first; a read waiting for the swarm keeps it open,
+/// however long it waits. After it ends a read costs one atomic load here.
 pub struct Recorder {
     path: PathBuf,
     /// Path and index of its first block in `RecorderState::seen`, by entry index.
     files: Vec<(String, usize)>,
+    window: Window,
+    /// The recording has ended (no line is written any more).
+    closed: AtomicBool,
     state: Mutex<RecorderState>,
 }
+
+/// How long a recording lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Until the mount ends (`--record-profile`).
+    Mount,
+    /// The start-up only (a mount learning its boot profile): until no read has been in
+    /// flight for this long.
+    StartUp(Duration),
+}
+
+/// A learning recording ends when no read has been in flight for this long: a server's
+/// start-up reads follow each other closely (the benchmark's reader, an interpreter's
+/// imports: gaps of milliseconds), and what it reads later is its traffic, not its boot.
+pub const QUIET: Duration = Duration::from_secs(5);
+/// At most this many lines in a learnt profile (a few hundred KiB of text).
+pub const MAX_LINES: u64 = 16_384;
+/// A learnt profile names at most an eighth of its release's 16 KiB blocks, or this many
+/// (64 MiB) in a smaller one: what a start-up reads is a small part of a release, and
+/// the profile's pieces all come first, so one that held the whole release would order
+/// nothing.
+pub const MIN_BLOCKS: usize = 4096;
 
 struct RecorderState {
     file: std::fs::File,
     seen: Vec<bool>,
+    /// Blocks marked in `seen`.
+    blocks: usize,
     lines: u64,
     failed: bool,
+    /// Reads recorded and not yet answered.
+    in_flight: usize,
+    /// When the last read was answered (or the recording began).
+    last_answer: Instant,
+}
+
+/// Held while a recorded read is answered; a learning recording does not end while one
+/// is held.
+pub struct Reading(Option<Arc<Recorder>>);
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            let mut s = r.state.lock().expect("not poisoned");
+            s.in_flight -= 1;
+            s.last_answer = Instant::now();
+        }
+    }
 }
 
 impl Recorder {
     /// Creates (or truncates) `path` and writes a header naming the release.
-    pub fn create(path: &Path, release: &Release) -> Result<Recorder, ProfileError> {
+    pub fn create(path: &Path, release: &Release, window: Window) -> Result<Recorder, ProfileError> {
         let err = |source| ProfileError::Write {
             path: path.to_path_buf(),
             source,
@@ -205,46 +315,93 @@ impl Recorder {
         Ok(Recorder {
             path: path.to_path_buf(),
             files,
+            window,
+            closed: AtomicBool::new(false),
             state: Mutex::new(RecorderState {
                 file,
                 seen: vec![false; blocks],
+                blocks: 0,
                 lines: 0,
                 failed: false,
+                in_flight: 0,
+                last_answer: Instant::now(),
             }),
         })
     }
 
     /// Records a read of `len` bytes at `offset` of entry `entry` (an index into
-    /// `Release::entries`).
-    pub fn record(&self, entry: usize, offset: u64, len: u64) {
-        let Some((path, first)) = self.files.get(entry) else {
-            return;
-        };
-        if len == 0 {
-            return;
+    /// `Release::entries`). Hold what it returns until the read is answered.
+    pub fn record(self: &Arc<Self>, entry: usize, offset: u64, len: u64) -> Reading {
+        if self.closed.load(Ordering::Relaxed) || len == 0 {
+            return Reading(None);
         }
+        let Some((path, first)) = self.files.get(entry) else {
+            return Reading(None);
+        };
         // The file's blocks end where the next file's begin.
         let end = self.files.get(entry + 1).map_or(usize::MAX, |f| f.1);
         let a = first + (offset / MIN_PIECE_LENGTH) as usize;
         let b = (first + (offset + len).div_ceil(MIN_PIECE_LENGTH) as usize).min(end);
         let mut s = self.state.lock().expect("not poisoned");
+        if self.start_up_over(&s) {
+            return Reading(None);
+        }
         let b = b.min(s.seen.len());
-        let mut new = false;
+        let mut new = 0;
         for seen in s.seen.get_mut(a..b).unwrap_or_default() {
-            new |= !std::mem::replace(seen, true);
+            new += usize::from(!std::mem::replace(seen, true));
         }
-        if !new || s.failed {
-            return;
+        s.blocks += new;
+        if new > 0 && !s.failed {
+            if let Err(e) = writeln!(s.file, "{path}\t{offset}\t{len}") {
+                s.failed = true;
+                tracing::error!(
+                    "cannot write the boot profile {}: {e}; recording stops",
+                    self.path.display()
+                );
+            } else {
+                s.lines += 1;
+            }
         }
-        if let Err(e) = writeln!(s.file, "{path}\t{offset}\t{len}") {
-            s.failed = true;
-            tracing::error!(
-                "cannot write the boot profile {}: {e}; recording stops",
-                self.path.display()
+        if self.window == Window::Mount {
+            return Reading(None);
+        }
+        s.in_flight += 1;
+        Reading(Some(self.clone()))
+    }
+
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// Whether a learning recording's start-up is over (and closes it if so).
+    fn start_up_over(&self, s: &RecorderState) -> bool {
+        let Window::StartUp(quiet) = self.window else {
+            return false;
+        };
+        let quiet = s.in_flight == 0 && s.last_answer.elapsed() >= quiet;
+        let full = s.lines >= MAX_LINES || s.blocks >= (s.seen.len() / 8).max(MIN_BLOCKS);
+        // A mount nobody read yet has not started up: its window opens at the first read.
+        if (quiet && s.lines > 0) || full {
+            self.closed.store(true, Ordering::Relaxed);
+            tracing::info!(
+                profile = %self.path.display(),
+                lines = s.lines,
+                "the start-up is over: its boot profile is recorded"
             );
-        } else {
-            s.lines += 1;
+            return true;
         }
+        false
+    }
+
+    /// Whether the recording has ended (a learning one, after the start-up; asked at
+    /// open, so that the first open after the start-up is a passthrough one).
+    pub fn closed(&self) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let s = self.state.lock().expect("not poisoned");
+        self.start_up_over(&s)
     }
 
     /// Lines written so far.
@@ -348,7 +505,7 @@ mod tests {
         let r = release(&[("bin/app", 8 * piece), ("etc/a.conf", 100)], piece);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("boot.profile");
-        let rec = Recorder::create(&path, &r).unwrap();
+        let rec = Arc::new(Recorder::create(&path, &r, Window::Mount).unwrap());
         let app = r
             .entries
             .iter()
@@ -381,7 +538,7 @@ mod tests {
         let small = release(&files, 16 << 10);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("boot.profile");
-        let rec = Recorder::create(&path, &big).unwrap();
+        let rec = Arc::new(Recorder::create(&path, &big, Window::Mount).unwrap());
         let ia = big
             .entries
             .iter()
@@ -403,7 +560,7 @@ mod tests {
         let r = release(&[("a/x.txt", 1000), ("a/y.txt", 1000)], 16 << 10);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("boot.profile");
-        let rec = Recorder::create(&path, &r).unwrap();
+        let rec = Arc::new(Recorder::create(&path, &r, Window::Mount).unwrap());
         let idx = |n: &str| {
             r.entries
                 .iter()
@@ -416,5 +573,73 @@ mod tests {
         assert_eq!(rec.lines(), 2);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("a/y.txt\t0\t1000\n"), "{text}");
+    }
+
+    #[test]
+    fn a_learnt_start_up_ends_when_no_read_is_in_flight_for_the_quiet_time() {
+        let piece = 16 << 10;
+        let r = release(&[("bin/app", 64 * piece), ("etc/a.conf", 100)], piece);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LEARNT_FILE);
+        let quiet = Duration::from_millis(250);
+        let rec = Arc::new(Recorder::create(&path, &r, Window::StartUp(quiet)).unwrap());
+        let app = r.entries.iter().position(|e| e.display_path() == "bin/app").unwrap();
+        // Nothing read yet: a mount nobody reads has not started up, however long.
+        std::thread::sleep(2 * quiet);
+        let waiting = rec.record(app, 0, 4096); // a read that waits for the swarm
+        std::thread::sleep(2 * quiet);
+        drop(rec.record(app, piece, 4096)); // answered at once
+        assert!(!rec.closed(), "a read in flight keeps the start-up open");
+        drop(waiting);
+        drop(rec.record(app, 2 * piece, 4096)); // right after: still the start-up
+        std::thread::sleep(2 * quiet);
+        assert!(rec.closed(), "asked (at an open) after the quiet time: over");
+        drop(rec.record(app, 3 * piece, 4096)); // after the quiet time: not recorded
+        drop(rec.record(app, 4 * piece, 4096));
+        assert_eq!(rec.lines(), 3);
+        let p = load_learnt(&path).unwrap();
+        assert_eq!(p.reads.len(), 3);
+        assert_eq!(p.reads[2].offset, 2 * piece);
+    }
+
+    #[test]
+    fn a_learnt_start_up_is_bounded_and_a_torn_last_line_is_dropped() {
+        let piece = 16 << 10;
+        // 4200 blocks (a sparse file): the bound is MIN_BLOCKS, more than an eighth.
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::File::create(tree.path().join("big"))
+            .unwrap()
+            .set_len(4200 * piece)
+            .unwrap();
+        let opts = crate::release::PublishOptions {
+            piece_length: piece,
+            ..Default::default()
+        };
+        let r = crate::release::publish(tree.path(), &opts, &|_| {})
+            .unwrap()
+            .release;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LEARNT_FILE);
+        let rec = Arc::new(
+            Recorder::create(&path, &r, Window::StartUp(Duration::from_secs(3600))).unwrap(),
+        );
+        for i in 0..4200u64 {
+            drop(rec.record(0, i * piece, 100));
+        }
+        assert!(rec.closed());
+        assert_eq!(rec.lines(), MIN_BLOCKS as u64);
+        // A killed mount's torn last line, and an empty recording.
+        std::fs::write(&path, "# header\nbig\t0\t100\nbig\t16384\t1").unwrap();
+        assert_eq!(load_learnt(&path).unwrap().reads.len(), 1);
+        std::fs::write(&path, "# header\n").unwrap();
+        assert!(load_learnt(&path).is_none());
+    }
+
+    #[test]
+    fn a_profile_as_text_parses_back_to_itself() {
+        let p = BootProfile::parse("a/b\t5\t10\n# c\nd/e\n", Path::new("p")).unwrap();
+        let again = BootProfile::parse(&p.to_text(), Path::new("p")).unwrap();
+        assert_eq!(p.reads, again.reads);
+        assert_eq!(p.to_text(), "a/b\t5\t10\nd/e\n");
     }
 }

@@ -3,7 +3,7 @@
 //! and `prewarm` and that the metrics exporter copies.
 //!
 //! It owns these types and their assembly from the layers below (the swarm's counters,
-//! the piece map, the rebuild's counters, the process's usage); it serves nothing and
+//! the piece map, the rebuild's counters, the recorder's, the process's usage); it serves nothing and
 //! imports neither the FUSE adapter nor the control socket, so that both (and the
 //! metrics) can depend on it.
 
@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::profile::Recorder;
 use super::reuse::Reuse;
 use super::usage;
 use crate::release::Release;
@@ -70,6 +71,16 @@ pub struct Status {
     pub boot_pieces_present: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_pieces_total: Option<u64>,
+    /// Where the boot profile came from (a file, this host's recording of the release or
+    /// of a related one, the release itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_profile: Option<String>,
+    /// Reads recorded of this mount's start-up (or of its whole life, with
+    /// `--record-profile`), and whether the recording goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_reads: Option<u64>,
+    #[serde(default)]
+    pub recording: bool,
     /// Bytes and pieces rebuilt from other releases in the cache (a delta deploy), and
     /// whether that is still going on; the rest came (or comes) from the swarm.
     #[serde(default)]
@@ -101,6 +112,10 @@ pub struct MountInfo {
     pub stats: Arc<ReadStats>,
     /// The rebuild from other releases in the cache, when there was one.
     pub reuse: Option<Arc<Reuse>>,
+    /// Where the boot profile came from, when there is one.
+    pub boot_source: Option<String>,
+    /// The recording of this mount's reads, when there is one.
+    pub recorder: Option<Arc<Recorder>>,
 }
 
 impl MountInfo {
@@ -140,6 +155,9 @@ impl MountInfo {
             peak_rss_bytes: usage.peak_rss_bytes,
             boot_pieces_present: boot.map(|b| b.0),
             boot_pieces_total: boot.map(|b| b.1),
+            boot_profile: self.boot_source.clone(),
+            recorded_reads: self.recorder.as_ref().map(|r| r.lines()),
+            recording: self.recorder.as_ref().is_some_and(|r| !r.closed()),
             reused_bytes: reuse.bytes_reused,
             reused_pieces: reuse.pieces_reused,
             reuse_running: reuse.running,

@@ -60,6 +60,9 @@ pub struct PublishOptions {
     /// unchanged small files stay where they were, and `similar` names it, so that the
     /// pieces of unchanged files are identical in both ([`layout_with_base`]).
     pub base: Option<Release>,
+    /// A boot profile's text to carry in the info dict (`publish --boot-profile`), at
+    /// most [`MAX_BOOT_PROFILE`] bytes.
+    pub boot_profile: Option<String>,
 }
 
 /// A torrent made from a directory.
@@ -268,6 +271,10 @@ pub fn publish(
                 .base
                 .as_ref()
                 .map(|b| vec![ByteBuf::from(b.info_hash.0.to_vec())]),
+            boot_profile: opts
+                .boot_profile
+                .as_ref()
+                .map(|t| ByteBuf::from(t.as_bytes().to_vec())),
         },
         similar: None,
     };

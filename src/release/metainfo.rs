@@ -53,6 +53,15 @@ pub(crate) struct Info {
     /// delta publish). Inside the info dict, so magnet mounts see it too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub similar: Option<Vec<ByteBuf>>,
+    /// swarmfs: a boot profile carried in the release (`publish --boot-profile`), as the
+    /// profile's text. Inside the info dict, so magnet and infohash mounts have it too;
+    /// other clients ignore the key.
+    #[serde(
+        rename = "x-swarmfs-boot",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub boot_profile: Option<ByteBuf>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

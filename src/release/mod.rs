@@ -17,7 +17,9 @@ mod verify;
 pub use create::{publish, Delta, PublishError, PublishOptions, Published, REPACK_HOLE_FRACTION};
 pub(crate) use hash::open_nofollow;
 pub use hash::{HashError, Progress};
-pub use model::{Entry, EntryKind, InfoHash, Release, TorrentError, MIN_PIECE_LENGTH};
+pub use model::{
+    Entry, EntryKind, InfoHash, Release, TorrentError, MAX_BOOT_PROFILE, MIN_PIECE_LENGTH,
+};
 pub use verify::{present_pieces, verify_dir, VerifyError};
 
 /// A release published from files of the given sizes (each byte 7), for unit tests.
@@ -37,6 +39,7 @@ pub(crate) fn test_release(files: &[(&str, u64)], piece: u64) -> Release {
         creation_date: None,
         private: false,
         base: None,
+        boot_profile: None,
     };
     publish(dir.path(), &opts, &|_| {}).unwrap().release
 }

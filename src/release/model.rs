@@ -16,6 +16,10 @@ use super::metainfo::{FileEntry, MetaInfo};
 
 /// Smallest accepted piece length: the BitTorrent block size.
 pub const MIN_PIECE_LENGTH: u64 = 16 * 1024;
+/// Longest boot profile a torrent may carry (text): about 8,000 lines, a small part of
+/// the metadata a magnet mount fetches; a longer one is ignored at mount and refused at
+/// publish.
+pub const MAX_BOOT_PROFILE: usize = 256 * 1024;
 /// Largest accepted piece length; larger pieces make every read wait for 64 MiB or more.
 pub const MAX_PIECE_LENGTH: u64 = 64 * 1024 * 1024;
 /// Most file entries (padding included) a torrent may list.
@@ -101,6 +105,9 @@ pub struct Release {
     /// BEP 38 `similar`: releases that share data with this one (the base it was
     /// published against first), from inside the info dict and then outside it.
     pub similar: Vec<InfoHash>,
+    /// A boot profile's text carried in the info dict (`publish --boot-profile`); text
+    /// that is not UTF-8 or longer than [`MAX_BOOT_PROFILE`] is ignored (a hint only).
+    pub boot_profile: Option<String>,
     /// The torrent file as read; what is handed to peers and to the swarm engine.
     pub torrent_bytes: Vec<u8>,
 }
@@ -261,6 +268,10 @@ impl Release {
             trackers,
             private: info.private.unwrap_or(0) == 1,
             similar,
+            boot_profile: info
+                .boot_profile
+                .filter(|b| b.len() <= MAX_BOOT_PROFILE)
+                .and_then(|b| String::from_utf8(b.into_vec()).ok()),
             torrent_bytes: bytes.to_vec(),
         })
     }
@@ -417,6 +428,7 @@ mod tests {
                 pieces: ByteBuf::from(vec![0u8; 20 * pieces]),
                 private: None,
                 similar: None,
+                boot_profile: None,
             },
             similar: None,
         })

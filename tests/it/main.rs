@@ -7,6 +7,7 @@ mod host;
 mod hostile;
 mod interop;
 mod layers;
+mod learn;
 mod mount;
 mod publish;
 mod support;

@@ -374,7 +374,9 @@ fn a_file_that_completes_while_open_can_still_be_opened_and_read() {
     // The kernel keeps an inode in one I/O mode: a passthrough open of a file that is
     // still open through the daemon fails with EIO. Found by the 64-reader test.
     let f = fixture(4 << 20, 20);
-    let (_seed, mnt, m) = mount_beside_a_seed(&f, &["--no-prefetch"]);
+    // Not learning: while a mount records its start-up, every read goes through the
+    // daemon, and passthrough is what this tests.
+    let (_seed, mnt, m) = mount_beside_a_seed(&f, &["--no-prefetch", "--no-learn"]);
     let want = std::fs::read(f.dir.join("bin/appserver")).unwrap();
     let mut first = std::fs::File::open(mnt.join("bin/appserver")).unwrap();
     let mut b = [0u8; 1];
@@ -398,7 +400,8 @@ fn threads_opening_the_same_complete_files_at_once_all_read_them() {
     // open and release register and close backing ids outside the daemon's lock of
     // open files: two first opens of one file, or an open beside the last release, race.
     let f = fixture(2 << 20, 40);
-    let (_seed, mnt, m) = mount_beside_a_seed(&f, &[]);
+    // Not learning: the start-up's reads (these) would go through the daemon.
+    let (_seed, mnt, m) = mount_beside_a_seed(&f, &["--no-learn"]);
     let o = swarmfs(&["prewarm", mnt.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let files: Vec<_> = walk_files(&f.dir)
