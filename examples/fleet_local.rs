@@ -260,6 +260,7 @@ async fn main() -> anyhow::Result<()> {
                     true,
                     &boot_pieces,
                     None,
+                    Default::default(),
                 )
                 .await?;
                 let (b, full) = host(f.clone(), release, reads, t0).await;

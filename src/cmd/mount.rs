@@ -67,7 +67,7 @@ pub struct MountArgs {
     /// Without it a mount takes, in this order: the start-up this host recorded of the
     /// same release, the profile carried in the release (`publish --boot-profile`), the
     /// start-up recorded of a related release in the cache directory (its base, else one
-    /// of the same name); see --no-learn.
+    /// of the same name), the first profile a peer offers; see --no-learn.
     #[arg(long, value_name = "FILE", conflicts_with = "no_prefetch")]
     pub boot_profile: Option<PathBuf>,
     /// Write a boot profile to FILE: every read that touches a piece no earlier read did,
@@ -75,7 +75,8 @@ pub struct MountArgs {
     /// the service, unmount; then mount it everywhere with --boot-profile FILE.
     #[arg(long, value_name = "FILE")]
     pub record_profile: Option<PathBuf>,
-    /// Neither record this mount's start-up nor boot from recordings. By default every
+    /// Neither record this mount's start-up nor boot from recordings (this host's or its
+    /// peers'). By default every
     /// mount learns: the reads of its start-up (until no read has been in flight for 5 s)
     /// are written to `<cache-dir>/<infohash>/startup.profile` as they happen, and the
     /// next mount of this release or of a release published against it boots from them.

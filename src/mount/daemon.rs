@@ -26,7 +26,7 @@ use super::{metrics, usage};
 use crate::fs::FsTree;
 use crate::release::reuse::Plan;
 use crate::release::Release;
-use crate::swarm::{Fetcher, SwarmOptions};
+use crate::swarm::{Fetcher, ProfileExchange, SwarmOptions};
 
 /// How to mount, as the command line says it.
 pub struct MountConfig {
@@ -177,6 +177,7 @@ pub fn serve(
             config.prefetch,
             &boot,
             reuse.as_ref().map(|r| r.deferred()),
+            profile_exchange(&config, &release, chosen.as_ref().map(|c| &c.1)),
         ))
         .context("cannot join the swarm")?;
     if let Some(r) = &reuse {
@@ -332,4 +333,27 @@ fn choose_profile(
             p,
         ))
     })
+}
+
+/// What a mount shares with its peers: the profile it boots from, offered to any that
+/// asks; and, learning with none of its own, the first usable profile a peer offers
+/// (a hint for the order of fetching: it never makes a read wrong or a mount fail).
+fn profile_exchange(
+    config: &MountConfig,
+    release: &Arc<Release>,
+    chosen: Option<&BootProfile>,
+) -> ProfileExchange {
+    let offer = chosen
+        .map(|p| p.to_text().into_bytes())
+        .filter(|t| !t.is_empty() && t.len() <= crate::release::MAX_BOOT_PROFILE)
+        .map(Arc::from);
+    let accept = (chosen.is_none() && config.learn && config.prefetch).then(|| {
+        let release = release.clone();
+        Box::new(move |bytes: &[u8]| {
+            let text = std::str::from_utf8(bytes).ok()?;
+            let p = BootProfile::parse(text, std::path::Path::new("a peer's boot profile")).ok()?;
+            Some(p.pieces(&release).pieces)
+        }) as Box<dyn Fn(&[u8]) -> Option<Vec<u32>> + Send + Sync>
+    });
+    ProfileExchange { offer, accept }
 }

@@ -8,8 +8,9 @@
 //! piece SHA-1, written into its cache, marked in the `PieceMap` (reads are served from
 //! it at once) and handed to the swarm engine (peers are told: the host is a partial seed
 //! from its first second). A piece that no candidate builds leaves the deferred set and
-//! is fetched from the swarm like any other. Pieces reads wait on are built first; a
-//! read never waits for the swarm on a piece being rebuilt.
+//! is fetched from the swarm like any other. Pieces reads wait on are built first, then
+//! a boot profile's (given at start, or received from a peer since); a read never waits
+//! for the swarm on a piece being rebuilt.
 //!
 //! It owns the worker threads and the reuse counters; it writes only through
 //! [`Store::write_piece`], and it imports the swarm only to hand pieces over.
@@ -38,6 +39,8 @@ pub struct Reuse {
     started: Instant,
     /// Milliseconds from start to the end of the rebuild (0 while it runs).
     took_ms: AtomicU64,
+    /// Next place in a boot profile received from a peer (rebuilt before the rest).
+    boot_cursor: AtomicUsize,
 }
 
 /// What a rebuild has done, for `status` and the metrics.
@@ -83,6 +86,7 @@ impl Reuse {
             running: AtomicBool::new(true),
             started: Instant::now(),
             took_ms: AtomicU64::new(0),
+            boot_cursor: AtomicUsize::new(0),
         });
         let s = plan.stats();
         info!(
@@ -194,11 +198,25 @@ impl Reuse {
             if let Some(f) = self.fetcher.get() {
                 f.waited_deferred(&mut waited);
             }
+            // Then a boot profile received from a peer after the rebuild began.
+            let received = self.fetcher.get().and_then(|f| f.received_profile());
+            let from_profile = || {
+                let (_, boot) = received?;
+                loop {
+                    let &p = boot.get(self.boot_cursor.fetch_add(1, Ordering::AcqRel))?;
+                    if self.deferred.has(p as u64) {
+                        return Some(p as u64);
+                    }
+                }
+            };
             let p = match waited.iter().find(|&&p| self.deferred.has(p)) {
                 Some(&p) => p,
-                None => match order.get(cursor.fetch_add(1, Ordering::AcqRel)) {
-                    Some(&p) => p,
-                    None => return,
+                None => match from_profile() {
+                    Some(p) => p,
+                    None => match order.get(cursor.fetch_add(1, Ordering::AcqRel)) {
+                        Some(&p) => p,
+                        None => return,
+                    },
                 },
             };
             // Taken by one worker alone.

@@ -155,7 +155,10 @@ impl MountInfo {
             peak_rss_bytes: usage.peak_rss_bytes,
             boot_pieces_present: boot.map(|b| b.0),
             boot_pieces_total: boot.map(|b| b.1),
-            boot_profile: self.boot_source.clone(),
+            boot_profile: match self.fetcher.received_profile() {
+                Some((peer, _)) => Some(format!("received from the peer {peer}")),
+                None => self.boot_source.clone(),
+            },
             recorded_reads: self.recorder.as_ref().map(|r| r.lines()),
             recording: self.recorder.as_ref().is_some_and(|r| !r.closed()),
             reused_bytes: reuse.bytes_reused,

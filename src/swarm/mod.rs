@@ -15,6 +15,7 @@
 
 mod cache_storage;
 pub use cache_storage::{disk_space, open_sized as open_cache_file};
+pub use picker::ProfileExchange;
 pub mod picker;
 mod storage;
 
@@ -165,7 +166,8 @@ pub struct Fetcher {
 impl Fetcher {
     /// Joins the swarm of `release`, downloading into `data_dir`. With `prefetch`, every
     /// piece is fetched in the background, `boot` (a boot profile's pieces) first; reads
-    /// always jump the queue.
+    /// always jump the queue. `profiles`: what boot profile is offered to peers, and
+    /// whether one is asked of them.
     pub async fn start(
         release: Arc<Release>,
         data_dir: PathBuf,
@@ -174,6 +176,7 @@ impl Fetcher {
         prefetch: bool,
         boot: &[u32],
         deferred: Option<Arc<PieceSet>>,
+        profiles: ProfileExchange,
     ) -> Result<Arc<Fetcher>, SwarmError> {
         let span = info_span!("swarm", infohash = %release.info_hash);
         async move {
@@ -187,6 +190,7 @@ impl Fetcher {
                 boot,
                 deferred.clone(),
             ));
+            picker.exchange_profiles(release.clone(), profiles);
             let factory = cache_storage::CacheStorageFactory {
                 release: release.clone(),
                 data_dir: data_dir.clone(),
@@ -332,6 +336,12 @@ impl Fetcher {
     /// The boot profile's pieces here, and in all; `None` without a profile.
     pub fn boot_progress(&self) -> Option<(u64, u64)> {
         self.picker.boot_progress()
+    }
+
+    /// The peer this mount's boot profile came from, and its pieces in profile order,
+    /// once one came (a mount that had none asks its peers).
+    pub fn received_profile(&self) -> Option<&(std::net::IpAddr, Vec<u32>)> {
+        self.picker.received_profile()
     }
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {

@@ -40,11 +40,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::fs::{PieceMap, PieceSet};
-use crate::release::{EntryKind, Release};
+use crate::release::{EntryKind, Release, MAX_BOOT_PROFILE};
 
 /// Files this small are fetched whole in the first background class.
 pub const SMALL_FILE: u64 = 1 << 20;
@@ -116,15 +117,17 @@ pub struct Picker {
     urgent: Mutex<Vec<(u32, u32, Instant)>>,
     /// Pieces sequential readers will want next (after the urgent ones), oldest first.
     ahead: Mutex<std::collections::VecDeque<u32>>,
-    order: Arc<[Vec<u32>]>,
+    order: RwLock<Arc<[Vec<u32>]>>,
     pieces: Arc<PieceMap>,
     seed: u64,
     /// This host's address as its peers see it, if known (see `may_ask_seeder`).
     me: Option<IpAddr>,
     /// The pieces of the boot profile, if any (sorted, to look one up), and whether they
     /// are all here yet.
-    boot: Vec<u32>,
+    boot: RwLock<Arc<Vec<u32>>>,
     boot_done: std::sync::atomic::AtomicBool,
+    /// Boot profiles shared with peers (BEP 10 `swarmfs_profile`), when enabled.
+    exchange: OnceLock<Exchange>,
     /// Pieces other hosts said they asked the origin for, and when.
     fetching: Mutex<HashMap<u32, Instant>>,
     /// Pieces being rebuilt from local data (a delta deploy): asked of no peer meanwhile.
@@ -151,12 +154,9 @@ impl Picker {
             me: me.filter(|ip| !ip.is_unspecified()),
             urgent: Mutex::new(Vec::new()),
             ahead: Mutex::new(Default::default()),
-            order: background_order(release, seed, boot).into(),
-            boot: {
-                let mut b = boot.to_vec();
-                b.sort_unstable();
-                b
-            },
+            order: RwLock::new(background_order(release, seed, boot).into()),
+            boot: RwLock::new(Arc::new(sorted(boot))),
+            exchange: OnceLock::new(),
             boot_done: std::sync::atomic::AtomicBool::new(boot.is_empty()),
             fetching: Mutex::new(HashMap::new()),
             first_candidate: match deferred {
@@ -239,32 +239,58 @@ impl Picker {
 
     /// The boot profile's pieces that are here, and how many it has; `None` without one.
     pub fn boot_progress(&self) -> Option<(u64, u64)> {
-        if self.boot.is_empty() {
+        let boot = self.boot.read().expect("not poisoned").clone();
+        if boot.is_empty() {
             return None;
         }
-        let here = self
-            .boot
-            .iter()
-            .filter(|&&p| self.pieces.has(p as u64))
-            .count();
-        Some((here as u64, self.boot.len() as u64))
+        let here = boot.iter().filter(|&&p| self.pieces.has(p as u64)).count();
+        Some((here as u64, boot.len() as u64))
     }
 
     fn in_boot(&self, piece: u32) -> bool {
-        self.boot.binary_search(&piece).is_ok()
+        let boot = self.boot.read().expect("not poisoned");
+        boot.binary_search(&piece).is_ok()
     }
 
     /// Whether every piece of the boot profile is here (true without a profile).
     fn boot_complete(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        if self.boot_done.load(Ordering::Relaxed) {
+        if self.boot_done.load(AtomicOrdering::Relaxed) {
             return true;
         }
-        let done = self.boot.iter().all(|&p| self.pieces.has(p as u64));
+        let boot = self.boot.read().expect("not poisoned").clone();
+        let done = boot.iter().all(|&p| self.pieces.has(p as u64));
         if done {
-            self.boot_done.store(true, Ordering::Relaxed);
+            self.boot_done.store(true, AtomicOrdering::Relaxed);
         }
         done
+    }
+
+    /// Shares boot profiles with peers that speak `swarmfs_profile`: `offer` is sent to
+    /// those that ask; with `accept` (a mount that has no profile), peers are asked and
+    /// the first profile `accept` maps to pieces becomes the boot tier.
+    pub fn exchange_profiles(&self, release: Arc<Release>, exchange: ProfileExchange) {
+        let wanted = exchange.accept.is_some();
+        let _ = self.exchange.set(Exchange {
+            release,
+            offer: RwLock::new(exchange.offer),
+            accept: exchange.accept,
+            wanted: AtomicBool::new(wanted),
+            asks: AtomicUsize::new(0),
+            received: OnceLock::new(),
+        });
+    }
+
+    /// The peer a boot profile came from and its pieces in profile order, once one came.
+    pub fn received_profile(&self) -> Option<&(IpAddr, Vec<u32>)> {
+        self.exchange.get()?.received.get()
+    }
+
+    /// Makes `boot` (a profile's pieces, in its order) the first tier from now on.
+    fn set_boot(&self, release: &Release, boot: &[u32]) {
+        *self.order.write().expect("not poisoned") =
+            background_order(release, self.seed, boot).into();
+        *self.boot.write().expect("not poisoned") = Arc::new(sorted(boot));
+        self.boot_done.store(boot.is_empty(), AtomicOrdering::Relaxed);
     }
 }
 
@@ -314,7 +340,71 @@ impl librqbit::piece_picker::PiecePicker for Picker {
     }
 
     fn background_order(&self) -> Option<Arc<[Vec<u32>]>> {
-        Some(self.order.clone())
+        Some(self.order.read().expect("not poisoned").clone())
+    }
+
+    fn profile_offer(&self) -> Option<Arc<[u8]>> {
+        self.exchange.get()?.offer.read().expect("not poisoned").clone()
+    }
+
+    fn profile_ask_begin(&self) -> bool {
+        let Some(x) = self.exchange.get() else {
+            return false;
+        };
+        x.wanted.load(AtomicOrdering::Relaxed)
+            && x
+                .asks
+                .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                    (n < PROFILE_ASKS).then_some(n + 1)
+                })
+                .is_ok()
+    }
+
+    fn profile_ask_end(&self) {
+        if let Some(x) = self.exchange.get() {
+            let _ = x
+                .asks
+                .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                    n.checked_sub(1)
+                });
+        }
+    }
+
+    fn profile_max_len(&self) -> usize {
+        match self.exchange.get() {
+            Some(x) if x.accept.is_some() => MAX_BOOT_PROFILE,
+            _ => 0,
+        }
+    }
+
+    fn on_profile(&self, profile: &[u8], peer: IpAddr) {
+        let Some(x) = self.exchange.get() else {
+            return;
+        };
+        let Some(accept) = &x.accept else {
+            return;
+        };
+        if !x.wanted.swap(false, AtomicOrdering::AcqRel) {
+            return; // another peer's came first
+        }
+        match accept(profile) {
+            Some(pieces) if !pieces.is_empty() => {
+                tracing::info!(
+                    %peer,
+                    pieces = pieces.len(),
+                    bytes = profile.len(),
+                    "boot profile received from a peer: its pieces come first"
+                );
+                self.set_boot(&x.release, &pieces);
+                let _ = x.received.set((peer, pieces));
+                // Passed on: hosts that join later may ask this one.
+                *x.offer.write().expect("not poisoned") = Some(profile.into());
+            }
+            _ => {
+                tracing::debug!(%peer, "a boot profile from a peer names nothing here; asking another");
+                x.wanted.store(true, AtomicOrdering::Release);
+            }
+        }
     }
 
     fn background_allowed(&self) -> bool {
@@ -420,8 +510,45 @@ impl librqbit::piece_picker::PiecePicker for Picker {
     /// and nobody waits on the rest at once. Without a profile nothing waits (hosts then
     /// boot on reads that each wait for the swarm).
     fn have_may_wait(&self, piece: u32) -> bool {
-        !self.boot.is_empty() && !self.in_boot(piece) && self.boot_complete()
+        !self.boot.read().expect("not poisoned").is_empty()
+            && !self.in_boot(piece)
+            && self.boot_complete()
     }
+}
+
+/// At most this many peers are asked for their boot profile at once.
+const PROFILE_ASKS: usize = 3;
+
+/// How a mount shares boot profiles with its peers (nothing, by default).
+#[derive(Default)]
+pub struct ProfileExchange {
+    /// The profile (text) sent to peers that ask; none: their asks are rejected.
+    pub offer: Option<Arc<[u8]>>,
+    /// For a mount without a profile: maps a profile received from a peer to this
+    /// release's pieces (in profile order), `None` if it is not a usable profile. Peers
+    /// are asked only when this is set.
+    #[allow(clippy::type_complexity)]
+    pub accept: Option<Box<dyn Fn(&[u8]) -> Option<Vec<u32>> + Send + Sync>>,
+}
+
+struct Exchange {
+    release: Arc<Release>,
+    offer: RwLock<Option<Arc<[u8]>>>,
+    #[allow(clippy::type_complexity)]
+    accept: Option<Box<dyn Fn(&[u8]) -> Option<Vec<u32>> + Send + Sync>>,
+    /// No profile yet: peers are asked.
+    wanted: AtomicBool,
+    /// Asks in flight.
+    asks: AtomicUsize,
+    /// The peer the profile came from, and its pieces in profile order.
+    received: OnceLock<(IpAddr, Vec<u32>)>,
+}
+
+fn sorted(pieces: &[u32]) -> Vec<u32> {
+    let mut b = pieces.to_vec();
+    b.sort_unstable();
+    b.dedup();
+    b
 }
 
 /// Every piece once, in tiers: a boot profile's pieces if there is one, then the start-up
@@ -715,5 +842,53 @@ mod tests {
         pieces.set(2);
         assert!(picker.have_may_wait(5));
         assert!(!picker.have_may_wait(2), "a profile piece goes at once");
+    }
+
+    #[test]
+    fn a_profile_from_a_peer_becomes_the_boot_tier_once_and_garbage_is_ignored() {
+        use librqbit::piece_picker::PiecePicker;
+        let r = Arc::new(release(&[("a", 8 << 14)], 16 << 10));
+        let pieces = Arc::new(PieceMap::new(r.piece_count()));
+        let picker = Picker::new(&r, pieces, None, &[], None);
+        // Without the exchange: no ask, no offer, nothing accepted.
+        assert!(!picker.profile_ask_begin());
+        assert_eq!(picker.profile_max_len(), 0);
+        // The test's own profile format: piece numbers, comma-separated.
+        let accept = |b: &[u8]| -> Option<Vec<u32>> {
+            std::str::from_utf8(b)
+                .ok()?
+                .split(',')
+                .map(|x| x.parse().ok())
+                .collect()
+        };
+        picker.exchange_profiles(
+            r.clone(),
+            ProfileExchange {
+                offer: None,
+                accept: Some(Box::new(accept)),
+            },
+        );
+        assert_eq!(picker.profile_offer(), None);
+        // At most PROFILE_ASKS asks at once; an ended one gives its place back.
+        assert!((0..PROFILE_ASKS).all(|_| picker.profile_ask_begin()));
+        assert!(!picker.profile_ask_begin());
+        picker.profile_ask_end();
+        assert!(picker.profile_ask_begin());
+        let peer = IpAddr::from([10, 0, 0, 1]);
+        picker.on_profile(b"\xff\xfe not a profile", peer);
+        assert!(picker.received_profile().is_none() && picker.boot_progress().is_none());
+        // Still wanted: the next is taken, in its order, as the first tier.
+        picker.on_profile(b"5,2", peer);
+        assert_eq!(picker.received_profile(), Some(&(peer, vec![5, 2])));
+        assert_eq!(picker.boot_progress(), Some((0, 2)));
+        let first = picker.background_order().unwrap()[0].clone();
+        let mut sorted_first = first.clone();
+        sorted_first.sort();
+        assert_eq!(sorted_first, vec![2, 5]);
+        // Passed on to peers that ask; no more asks, a later profile is ignored.
+        assert_eq!(picker.profile_offer().as_deref(), Some(&b"5,2"[..]));
+        assert!(!picker.profile_ask_begin());
+        picker.on_profile(b"1", IpAddr::from([10, 0, 0, 2]));
+        assert_eq!(picker.received_profile().unwrap().0, peer);
     }
 }

@@ -244,3 +244,63 @@ fn a_release_carries_its_boot_profile_to_infohash_mounts() {
     assert!(stderr(&o).contains("a release carries at most"), "{}", stderr(&o));
     assert!(!t.path().join("big.torrent").exists());
 }
+
+#[test]
+fn a_host_with_no_profile_gets_one_from_a_peer_that_has_one() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("rel");
+    sample(&dir, 4 << 20, 40);
+    let torrent = t.path().join("rel.torrent");
+    publish(&dir, &torrent, &[]);
+    let port = free_port();
+    let mut seeder = seed(&torrent, &dir, port, &[]);
+    let origin = format!("127.0.0.1:{port}");
+
+    // Host A booted the release once: it has a recording of its start-up.
+    let cache_a = t.path().join("cache-a");
+    let mnt_a = t.path().join("mnt-a");
+    let a = Mount::new(torrent.to_str().unwrap(), &mnt_a, &cache_a, &["--peer", &origin]);
+    start_up(&mnt_a, &dir);
+    a.unmount();
+    let a_port = free_port();
+    let a_addr = format!("127.0.0.1:{a_port}");
+    let a = Mount::new(
+        torrent.to_str().unwrap(),
+        &mnt_a,
+        &cache_a,
+        &["--peer", &origin, "--listen", &a_addr],
+    );
+    assert_eq!(
+        a.status()["boot_profile"],
+        "learnt at this release's last start-up here"
+    );
+
+    // Host B has none: it asks its peers (the origin, a plain seeder, rejects) and boots
+    // from A's.
+    let mnt_b = t.path().join("mnt-b");
+    let b = Mount::new(
+        torrent.to_str().unwrap(),
+        &mnt_b,
+        &t.path().join("cache-b"),
+        &["--peer", &origin, "--peer", &a_addr],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let s = loop {
+        let s = b.status();
+        if s["boot_profile"] == "received from the peer 127.0.0.1" {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no profile from host A: {s}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(s["boot_pieces_total"].as_u64().unwrap() >= 3, "{s}");
+    let o = swarmfs(&["prewarm", mnt_b.to_str().unwrap()]);
+    assert!(o.status.success(), "prewarm: {}", stderr(&o));
+    assert_mount_matches(&dir, &mnt_b);
+    b.unmount();
+    a.unmount();
+    seeder.terminate();
+}

@@ -59,6 +59,15 @@ pub const MY_EXTENDED_UT_PEX: u8 = 1;
 /// `ExtendedMessage::Dyn(MY_EXTENDED_SWARMFS_FETCHING, Integer(piece))`.
 pub const MY_EXTENDED_SWARMFS_FETCHING: u8 = 21;
 
+/// swarmfs patch: the id peers use to send us `swarmfs_profile` messages, a boot profile
+/// (the order in which a release is read at start-up) passed from host to host in pieces
+/// of at most [`SWARMFS_PROFILE_PIECE`] bytes, as ut_metadata passes metadata: a bencoded
+/// dict `{msg_type: 0 request | 1 data | 2 reject, piece, total_size (data), data (data)}`.
+pub const MY_EXTENDED_SWARMFS_PROFILE: u8 = 22;
+/// Bytes of a profile per `swarmfs_profile` data message (the message stays under
+/// [`MAX_MSG_LEN`]).
+pub const SWARMFS_PROFILE_PIECE: usize = 16_000;
+
 #[derive(Clone, Copy)]
 pub struct MsgIdDebug(MsgId);
 impl MsgIdDebug {

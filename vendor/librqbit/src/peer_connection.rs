@@ -77,6 +77,14 @@ pub enum WriterRequest {
     /// swarmfs patch: tell the peer we have just asked a seeder for this piece (sent only
     /// if it declared `swarmfs_fetching`).
     SwarmfsFetching(u32),
+    /// swarmfs patch: a `swarmfs_profile` message (sent only if the peer declared it):
+    /// `msg_type` 0 request, 1 data (`total_size`, `data`), 2 reject.
+    SwarmfsProfile {
+        msg_type: u8,
+        piece: u32,
+        total_size: u32,
+        data: bytes::Bytes,
+    },
     ReadChunkRequest(ChunkInfo),
     Disconnect(anyhow::Result<()>),
 }
@@ -481,6 +489,26 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                             bencode::BencodeValue::Integer(i64::from(piece)),
                         ))
                         .serialize(&mut *write_buf, ext_msg_ids)?
+                    }
+                    WriterRequest::SwarmfsProfile {
+                        msg_type,
+                        piece,
+                        total_size,
+                        data,
+                    } => {
+                        let Some(id) = ext_msg_ids().swarmfs_profile else {
+                            continue;
+                        };
+                        use bencode::BencodeValue as V;
+                        let mut d = std::collections::HashMap::new();
+                        d.insert(ByteBuf(b"msg_type"), V::Integer(i64::from(msg_type)));
+                        d.insert(ByteBuf(b"piece"), V::Integer(i64::from(piece)));
+                        if msg_type == 1 {
+                            d.insert(ByteBuf(b"total_size"), V::Integer(i64::from(total_size)));
+                            d.insert(ByteBuf(b"data"), V::Bytes(ByteBuf(&data)));
+                        }
+                        Message::Extended(ExtendedMessage::Dyn(id, V::Dict(d)))
+                            .serialize(&mut *write_buf, ext_msg_ids)?
                     }
                     WriterRequest::ReadChunkRequest(chunk) => {
                         #[allow(unused_mut)]

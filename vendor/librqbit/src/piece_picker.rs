@@ -99,6 +99,31 @@ pub trait PiecePicker: Send + Sync {
         false
     }
 
+    /// A boot profile to offer peers (BEP 10 `swarmfs_profile`): the bytes a peer that
+    /// asks gets. `None`: this host has none (a request is rejected).
+    fn profile_offer(&self) -> Option<Arc<[u8]>> {
+        None
+    }
+
+    /// Whether to ask a peer that offers `swarmfs_profile` for its profile now. True
+    /// takes one of the picker's asks; `profile_ask_end` gives it back.
+    fn profile_ask_begin(&self) -> bool {
+        false
+    }
+
+    /// An ask begun with `profile_ask_begin` ended (answered, rejected, malformed, or its
+    /// connection closed).
+    fn profile_ask_end(&self) {}
+
+    /// A whole profile received from `peer` (at most the size the picker allows, see
+    /// `profile_max_len`): a hint for the order of fetching, never data.
+    fn on_profile(&self, _profile: &[u8], _peer: std::net::IpAddr) {}
+
+    /// The largest profile accepted from a peer; a peer announcing more is not asked on.
+    fn profile_max_len(&self) -> usize {
+        0
+    }
+
     /// Whether `deferred` may answer true at all now (asked once per piece request, so
     /// that a picker that defers nothing costs nothing per candidate piece).
     fn defers(&self) -> bool {

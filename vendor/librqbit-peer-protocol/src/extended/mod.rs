@@ -30,6 +30,9 @@ pub struct PeerExtendedMessageIds {
     // of a bencoded dictionary are sorted, so it comes first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swarmfs_fetching: Option<u8>,
+    // swarmfs patch: boot profiles shared between hosts (see SWARMFS-PATCH.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarmfs_profile: Option<u8>,
     pub ut_metadata: Option<u8>,
     pub ut_pex: Option<u8>,
 }
@@ -38,6 +41,7 @@ impl PeerExtendedMessageIds {
     pub fn my() -> Self {
         Self {
             swarmfs_fetching: Some(crate::MY_EXTENDED_SWARMFS_FETCHING),
+            swarmfs_profile: Some(crate::MY_EXTENDED_SWARMFS_PROFILE),
             ut_metadata: Some(MY_EXTENDED_UT_METADATA),
             ut_pex: Some(MY_EXTENDED_UT_PEX),
         }

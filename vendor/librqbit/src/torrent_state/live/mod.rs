@@ -549,6 +549,7 @@ impl TorrentStateLive {
             first_message_received: AtomicBool::new(false),
             cancel_token: self.cancellation_token.child_token(),
             client_name_and_version: self.shared.client_name_and_version().to_owned(),
+            profile_rx: Mutex::new(None),
         };
         let _token_guard = handler.cancel_token.clone().drop_guard();
         let options = PeerConnectionOptions {
@@ -613,6 +614,7 @@ impl TorrentStateLive {
             first_message_received: AtomicBool::new(false),
             cancel_token: state.cancellation_token.child_token(),
             client_name_and_version: state.shared.client_name_and_version().to_owned(),
+            profile_rx: Mutex::new(None),
         };
         let _token_guard = handler.cancel_token.clone().drop_guard();
 
@@ -1174,6 +1176,23 @@ struct PeerHandler {
     cancel_token: CancellationToken,
 
     client_name_and_version: String,
+
+    /// swarmfs patch: a boot profile being received from this peer (`swarmfs_profile`).
+    profile_rx: Mutex<Option<ProfileRx>>,
+}
+
+/// swarmfs patch: a boot profile arriving from one peer, piece by piece. Dropped (the
+/// connection closed, or the transfer failed or ended), it gives the picker's ask back.
+struct ProfileRx {
+    picker: Arc<dyn crate::piece_picker::PiecePicker>,
+    buf: Vec<u8>,
+    total: usize,
+}
+
+impl Drop for ProfileRx {
+    fn drop(&mut self) {
+        self.picker.profile_ask_end();
+    }
 }
 
 impl PeerConnectionHandler for &'_ PeerHandler {
@@ -1250,6 +1269,13 @@ impl PeerConnectionHandler for &'_ PeerHandler {
                 {
                     picker.on_peer_fetching(piece, self.addr.ip());
                 }
+            }
+            Message::Extended(ExtendedMessage::Dyn(
+                peer_binary_protocol::MY_EXTENDED_SWARMFS_PROFILE,
+                bencode::BencodeValue::Dict(d),
+            )) => {
+                // swarmfs patch: a boot profile asked of us, or coming to us.
+                self.on_swarmfs_profile(&d);
             }
             Message::Extended(ExtendedMessage::UtPex(pex)) => {
                 if self.state.metadata.info.info().private {
@@ -1347,6 +1373,19 @@ impl PeerConnectionHandler for &'_ PeerHandler {
                 .with_live_mut(self.addr, "swarmfs_fetching", |live| {
                     live.swarmfs_fetching = true;
                 });
+        }
+        // swarmfs patch: ask a host that speaks `swarmfs_profile` for its boot profile,
+        // while the picker wants one.
+        if hs.m.swarmfs_profile.is_some()
+            && let Some(picker) = self.state.shared.options.piece_picker.as_ref()
+            && picker.profile_ask_begin()
+        {
+            *self.profile_rx.lock() = Some(ProfileRx {
+                picker: picker.clone(),
+                buf: Vec::new(),
+                total: 0,
+            });
+            self.send_swarmfs_profile(0, 0, 0, Default::default());
         }
 
         if let Some(reqq) = hs.reqq.and_then(|reqq| usize::try_from(reqq).ok())
@@ -2538,6 +2577,100 @@ impl PeerHandler {
             .with_context(|| format!("error processing received chunk {chunk_info:?}"))?;
 
         Ok(())
+    }
+
+    /// swarmfs patch: sends a `swarmfs_profile` message (see `MY_EXTENDED_SWARMFS_PROFILE`).
+    fn send_swarmfs_profile(&self, msg_type: u8, piece: u32, total_size: u32, data: bytes::Bytes) {
+        let _ = self.tx.send(WriterRequest::SwarmfsProfile {
+            msg_type,
+            piece,
+            total_size,
+            data,
+        });
+    }
+
+    /// swarmfs patch: a `swarmfs_profile` message from this peer. A request is answered
+    /// with the piece of our profile, or a reject; data is taken only in order, within
+    /// the size the picker allows, and a whole profile goes to the picker. Anything else
+    /// ends the transfer (the picker may then ask another peer).
+    fn on_swarmfs_profile(&self, d: &std::collections::HashMap<ByteBuf<'_>, bencode::BencodeValue<ByteBuf<'_>>>) {
+        use bencode::BencodeValue as V;
+        let int = |k: &[u8]| match d.get(&ByteBuf(k)) {
+            Some(V::Integer(i)) => Some(*i),
+            _ => None,
+        };
+        let piece_len = peer_binary_protocol::SWARMFS_PROFILE_PIECE;
+        let (Some(msg_type), Some(piece)) = (int(b"msg_type"), int(b"piece")) else {
+            self.profile_rx.lock().take();
+            return;
+        };
+        let Ok(piece) = u32::try_from(piece) else {
+            self.profile_rx.lock().take();
+            return;
+        };
+        let Some(picker) = self.state.shared.options.piece_picker.as_ref() else {
+            // No picker (a plain seeder): nothing to offer, nothing asked.
+            if msg_type == 0 {
+                self.send_swarmfs_profile(2, piece, 0, Default::default());
+            }
+            return;
+        };
+        match msg_type {
+            0 => {
+                let offer = picker.profile_offer();
+                let start = piece as usize * piece_len;
+                match offer {
+                    Some(p) if start < p.len() && u32::try_from(p.len()).is_ok() => {
+                        let end = (start + piece_len).min(p.len());
+                        let data = bytes::Bytes::copy_from_slice(&p[start..end]);
+                        self.send_swarmfs_profile(1, piece, p.len() as u32, data);
+                    }
+                    _ => self.send_swarmfs_profile(2, piece, 0, Default::default()),
+                }
+            }
+            1 => {
+                let mut rx = self.profile_rx.lock();
+                let Some(r) = rx.as_mut() else {
+                    return; // not asked for
+                };
+                let total = int(b"total_size").and_then(|t| usize::try_from(t).ok());
+                let data = match d.get(&ByteBuf(b"data")) {
+                    Some(V::Bytes(b)) => Some(b.0),
+                    _ => None,
+                };
+                let expected = r.buf.len() / piece_len;
+                let ok = match (total, data) {
+                    (Some(total), Some(data)) => {
+                        (r.total == 0 || r.total == total)
+                            && total > 0
+                            && total <= picker.profile_max_len()
+                            && piece as usize == expected
+                            && r.buf.len() % piece_len == 0
+                            && data.len() == piece_len.min(total - r.buf.len())
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    debug!(peer = %self.addr, "swarmfs_profile: a malformed piece; transfer dropped");
+                    rx.take();
+                    return;
+                }
+                r.total = total.unwrap_or(0);
+                r.buf.extend_from_slice(data.unwrap_or_default());
+                if r.buf.len() == r.total {
+                    let done = rx.take().expect("checked");
+                    drop(rx);
+                    picker.on_profile(&done.buf, self.addr.ip());
+                } else {
+                    let next = piece + 1;
+                    drop(rx);
+                    self.send_swarmfs_profile(0, next, 0, Default::default());
+                }
+            }
+            _ => {
+                self.profile_rx.lock().take();
+            }
+        }
     }
 
     fn send_metadata_piece(&self, piece_id: u32) -> anyhow::Result<()> {
