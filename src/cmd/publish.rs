@@ -140,13 +140,9 @@ pub fn run(args: PublishArgs) -> Result<()> {
 /// that the same profile gives the same infohash.
 fn profile_text(path: &Path, dir: &Path) -> Result<String> {
     let profile = BootProfile::load(path)?;
-    let (kept, gone): (Vec<_>, Vec<_>) = profile
-        .reads
-        .into_iter()
-        .partition(|r| {
-            r.path.split('/').all(|c| !matches!(c, "" | "." | ".."))
-                && dir.join(&r.path).is_file()
-        });
+    let (kept, gone): (Vec<_>, Vec<_>) = profile.reads.into_iter().partition(|r| {
+        r.path.split('/').all(|c| !matches!(c, "" | "." | "..")) && dir.join(&r.path).is_file()
+    });
     if !gone.is_empty() {
         warn!(
             "{}: {} lines name files that {} does not have (first: {}); they are left out",

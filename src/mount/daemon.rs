@@ -108,8 +108,7 @@ pub fn serve(
                 warn!(
                     "boot profile {source}: {} lines name files that {} does not have (a \
                      profile of another release?); they are skipped",
-                    p.unknown_paths,
-                    release.name
+                    p.unknown_paths, release.name
                 );
             }
             info!(
@@ -318,8 +317,12 @@ fn choose_profile(
         .filter_map(|c| {
             let r = c.release.as_deref()?;
             let base = release.similar.contains(&r.info_hash);
-            (r.info_hash != release.info_hash && (base || r.name == release.name))
-                .then_some((base, c.last_used, c, r))
+            (r.info_hash != release.info_hash && (base || r.name == release.name)).then_some((
+                base,
+                c.last_used,
+                c,
+                r,
+            ))
         })
         .collect();
     related.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));

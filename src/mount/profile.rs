@@ -290,7 +290,11 @@ impl Drop for Reading {
 
 impl Recorder {
     /// Creates (or truncates) `path` and writes a header naming the release.
-    pub fn create(path: &Path, release: &Release, window: Window) -> Result<Recorder, ProfileError> {
+    pub fn create(
+        path: &Path,
+        release: &Release,
+        window: Window,
+    ) -> Result<Recorder, ProfileError> {
         let err = |source| ProfileError::Write {
             path: path.to_path_buf(),
             source,
@@ -583,7 +587,11 @@ mod tests {
         let path = dir.path().join(LEARNT_FILE);
         let quiet = Duration::from_millis(250);
         let rec = Arc::new(Recorder::create(&path, &r, Window::StartUp(quiet)).unwrap());
-        let app = r.entries.iter().position(|e| e.display_path() == "bin/app").unwrap();
+        let app = r
+            .entries
+            .iter()
+            .position(|e| e.display_path() == "bin/app")
+            .unwrap();
         // Nothing read yet: a mount nobody reads has not started up, however long.
         std::thread::sleep(2 * quiet);
         let waiting = rec.record(app, 0, 4096); // a read that waits for the swarm
@@ -593,7 +601,10 @@ mod tests {
         drop(waiting);
         drop(rec.record(app, 2 * piece, 4096)); // right after: still the start-up
         std::thread::sleep(2 * quiet);
-        assert!(rec.closed(), "asked (at an open) after the quiet time: over");
+        assert!(
+            rec.closed(),
+            "asked (at an open) after the quiet time: over"
+        );
         drop(rec.record(app, 3 * piece, 4096)); // after the quiet time: not recorded
         drop(rec.record(app, 4 * piece, 4096));
         assert_eq!(rec.lines(), 3);

@@ -290,7 +290,8 @@ impl Picker {
         *self.order.write().expect("not poisoned") =
             background_order(release, self.seed, boot).into();
         *self.boot.write().expect("not poisoned") = Arc::new(sorted(boot));
-        self.boot_done.store(boot.is_empty(), AtomicOrdering::Relaxed);
+        self.boot_done
+            .store(boot.is_empty(), AtomicOrdering::Relaxed);
     }
 }
 
@@ -344,7 +345,12 @@ impl librqbit::piece_picker::PiecePicker for Picker {
     }
 
     fn profile_offer(&self) -> Option<Arc<[u8]>> {
-        self.exchange.get()?.offer.read().expect("not poisoned").clone()
+        self.exchange
+            .get()?
+            .offer
+            .read()
+            .expect("not poisoned")
+            .clone()
     }
 
     fn profile_ask_begin(&self) -> bool {
@@ -352,8 +358,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
             return false;
         };
         x.wanted.load(AtomicOrdering::Relaxed)
-            && x
-                .asks
+            && x.asks
                 .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
                     (n < PROFILE_ASKS).then_some(n + 1)
                 })

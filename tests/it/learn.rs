@@ -36,8 +36,7 @@ fn start_up(mnt: &Path, data: &Path) {
 
 /// The reads of a recording, in order (comments skipped).
 fn recorded(path: &Path) -> Vec<(String, u64)> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
@@ -105,7 +104,12 @@ fn a_mount_learns_its_start_up_and_the_next_release_boots_from_it() {
 
     // Release N's first mount: no profile anywhere, so it records its start-up.
     let mnt = t.path().join("mnt");
-    let mount = Mount::new(n_torrent.to_str().unwrap(), &mnt, &cache, &["--peer", &peer]);
+    let mount = Mount::new(
+        n_torrent.to_str().unwrap(),
+        &mnt,
+        &cache,
+        &["--peer", &peer],
+    );
     let s = mount.status();
     assert!(s["boot_profile"].is_null(), "{s}");
     start_up(&mnt, &n);
@@ -117,7 +121,12 @@ fn a_mount_learns_its_start_up_and_the_next_release_boots_from_it() {
     assert_start_up_recorded(&learnt);
 
     // Mounted again, it boots from its own recording and keeps it.
-    let mount = Mount::new(n_torrent.to_str().unwrap(), &mnt, &cache, &["--peer", &peer]);
+    let mount = Mount::new(
+        n_torrent.to_str().unwrap(),
+        &mnt,
+        &cache,
+        &["--peer", &peer],
+    );
     let s = mount.status();
     assert_eq!(
         s["boot_profile"], "learnt at this release's last start-up here",
@@ -134,7 +143,12 @@ fn a_mount_learns_its_start_up_and_the_next_release_boots_from_it() {
     // N+1, published against N, mounted with no flag: it boots from N's recording, and
     // records its own; killed -9, what it recorded stays and the next mount uses it.
     let mut seeder = seed(&m_torrent, &m, port, &[]);
-    let mount = Mount::new(m_torrent.to_str().unwrap(), &mnt, &cache, &["--peer", &peer]);
+    let mount = Mount::new(
+        m_torrent.to_str().unwrap(),
+        &mnt,
+        &cache,
+        &["--peer", &peer],
+    );
     let s = mount.status();
     let source = s["boot_profile"].as_str().unwrap_or_default().to_string();
     assert!(
@@ -146,7 +160,12 @@ fn a_mount_learns_its_start_up_and_the_next_release_boots_from_it() {
     kill_9(&mount);
     let learnt_m = cache.join(&m_ih).join("startup.profile");
     assert_start_up_recorded(&learnt_m);
-    let mount = Mount::new(m_torrent.to_str().unwrap(), &mnt, &cache, &["--peer", &peer]);
+    let mount = Mount::new(
+        m_torrent.to_str().unwrap(),
+        &mnt,
+        &cache,
+        &["--peer", &peer],
+    );
     assert_eq!(
         mount.status()["boot_profile"],
         "learnt at this release's last start-up here"
@@ -166,7 +185,10 @@ fn a_mount_learns_its_start_up_and_the_next_release_boots_from_it() {
     );
     start_up(&mnt, &m);
     let s = mount.status();
-    assert!(s["boot_profile"].is_null() && s["recorded_reads"].is_null(), "{s}");
+    assert!(
+        s["boot_profile"].is_null() && s["recorded_reads"].is_null(),
+        "{s}"
+    );
     mount.unmount();
     assert!(!plain.join(&m_ih).join("startup.profile").exists());
     seeder.terminate();
@@ -199,7 +221,12 @@ fn a_release_carries_its_boot_profile_to_infohash_mounts() {
         "a line naming no file of the release is dropped with a warning: {}",
         stderr(&o)
     );
-    let ih = String::from_utf8(o.stdout).unwrap().lines().next().unwrap().to_string();
+    let ih = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     // Deterministic: the same tree and profile give the same infohash; the profile is in it.
     assert_eq!(publish(&dir, &t.path().join("again.torrent"), &args), ih);
     assert_ne!(publish(&dir, &t.path().join("plain.torrent"), &[]), ih);
@@ -227,7 +254,11 @@ fn a_release_carries_its_boot_profile_to_infohash_mounts() {
         args[1],
     ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("boot.profile, line 1"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("boot.profile, line 1"),
+        "{}",
+        stderr(&o)
+    );
     let big: String = (0..20_000)
         .map(|i| format!("bin/appserver\t{}\t4096\n", i * 4096))
         .collect();
@@ -241,7 +272,11 @@ fn a_release_carries_its_boot_profile_to_infohash_mounts() {
         args[1],
     ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("a release carries at most"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("a release carries at most"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!t.path().join("big.torrent").exists());
 }
 
@@ -259,7 +294,12 @@ fn a_host_with_no_profile_gets_one_from_a_peer_that_has_one() {
     // Host A booted the release once: it has a recording of its start-up.
     let cache_a = t.path().join("cache-a");
     let mnt_a = t.path().join("mnt-a");
-    let a = Mount::new(torrent.to_str().unwrap(), &mnt_a, &cache_a, &["--peer", &origin]);
+    let a = Mount::new(
+        torrent.to_str().unwrap(),
+        &mnt_a,
+        &cache_a,
+        &["--peer", &origin],
+    );
     start_up(&mnt_a, &dir);
     a.unmount();
     let a_port = free_port();

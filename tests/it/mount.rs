@@ -850,7 +850,13 @@ fn two_hosts_that_find_each_other_at_once_keep_one_connection() {
             torrent.to_str().unwrap(),
             &mnt,
             &t.path().join(format!("cache-{name}")),
-            &["--no-prefetch", "--announce-interval", "1s", "--listen", &listen],
+            &[
+                "--no-prefetch",
+                "--announce-interval",
+                "1s",
+                "--listen",
+                &listen,
+            ],
         )
     };
     let (a, b) = (mount("a"), mount("b"));
@@ -864,7 +870,11 @@ fn two_hosts_that_find_each_other_at_once_keep_one_connection() {
         most = most.max(pa).max(pb);
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("peers at the end: a {} b {}; most seen {most}", peers(&a), peers(&b));
+    eprintln!(
+        "peers at the end: a {} b {}; most seen {most}",
+        peers(&a),
+        peers(&b)
+    );
     assert!(both_seen, "the mounts never had the seed and each other");
     assert_eq!(most, 2, "a mount counted a peer twice");
 }
