@@ -24,7 +24,7 @@ use super::store::Store;
 use super::table as mount_table;
 use super::{metrics, usage};
 use crate::fs::FsTree;
-use crate::release::reuse::Plan;
+use crate::release::reuse::{Local, Plan};
 use crate::release::Release;
 use crate::swarm::{Fetcher, ProfileExchange, SwarmOptions};
 
@@ -100,7 +100,8 @@ pub fn serve(
         .then(|| profile::load_learnt(&learnt_here))
         .flatten();
     let record_startup = config.learn && own.is_none();
-    let chosen = choose_profile(&config, &release, &cached, own);
+    let mut locals = cache::sources(&cached, &release);
+    let chosen = choose_profile(&config, &release, &locals, own);
     let boot = match &chosen {
         Some((source, profile)) => {
             let p = profile.pieces(&release);
@@ -134,7 +135,6 @@ pub fn serve(
         }
         None => None,
     };
-    let mut locals = cache::sources(&cached, &release);
     let mut protect = vec![release.info_hash];
     protect.extend(release.similar.iter().copied());
     protect.extend(locals.first().map(|l| l.release.info_hash));
@@ -290,7 +290,7 @@ pub fn serve(
 fn choose_profile(
     config: &MountConfig,
     release: &Release,
-    cached: &[cache::Cached],
+    locals: &[Local],
     own: Option<BootProfile>,
 ) -> Option<(BootSource, BootProfile)> {
     if let Some((path, p)) = &config.boot_profile {
@@ -312,22 +312,15 @@ fn choose_profile(
     if !config.learn {
         return None;
     }
-    let mut related: Vec<(bool, u64, &cache::Cached, &Release)> = cached
-        .iter()
-        .filter_map(|c| {
-            let r = c.release.as_deref()?;
-            let base = release.similar.contains(&r.info_hash);
-            (r.info_hash != release.info_hash && (base || r.name == release.name)).then_some((
-                base,
-                c.last_used,
-                c,
-                r,
-            ))
-        })
-        .collect();
-    related.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
-    related.into_iter().find_map(|(_, _, c, r)| {
-        let p = profile::load_learnt(&c.dir.join(profile::LEARNT_FILE))?;
+    // The cache's other releases, best source first (its base, then the most recently
+    // used): the first related one with a recording.
+    locals.iter().find_map(|l| {
+        let r = &l.release;
+        if !release.similar.contains(&r.info_hash) && r.name != release.name {
+            return None;
+        }
+        let dir = l.data_dir.parent()?;
+        let p = profile::load_learnt(&dir.join(profile::LEARNT_FILE))?;
         Some((
             BootSource::Related {
                 name: r.name.clone(),
