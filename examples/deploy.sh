@@ -16,6 +16,8 @@
 #   SWARMFS_CURRENT     the symlink the web server serves from [/srv/current]
 #   SWARMFS_RELOAD      command that reloads the web server [systemctl reload nginx]
 #   SWARMFS_MOUNT_ARGS  extra `swarmfs mount` arguments (--tracker, --peer, --cache-dir ...)
+#   SWARMFS_TRUST       a public key (file or hex, `swarmfs keygen`): mount only releases
+#                       signed by it (`publish --sign`), never one older than one accepted
 # Exit codes: 0 deployed, 1 usage or mount error, 2 start-up paths not readable in time.
 set -euo pipefail
 
@@ -41,7 +43,7 @@ mnt=$RELEASES/$ih
 mkdir -p "$mnt"
 if ! "$SWARMFS" status "$mnt" >/dev/null 2>&1; then
 	# shellcheck disable=SC2086
-	"$SWARMFS" mount $SWARMFS_MOUNT_ARGS "$source" "$mnt"
+	"$SWARMFS" mount $SWARMFS_MOUNT_ARGS ${SWARMFS_TRUST:+--trust "$SWARMFS_TRUST"} "$source" "$mnt"
 fi
 echo "deploy: $ih mounted at $mnt" >&2
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Switch back to the release deployed before the current one (see deploy.sh for the
 # environment). The previous release is still mounted; if it is not (say, after a
-# reboot), it is mounted again from its cached metadata and pieces.
+# reboot), it is mounted again from its cached metadata and pieces; with SWARMFS_TRUST
+# its signature is checked again and the older sequence number allowed (--allow-rollback).
 set -euo pipefail
 SWARMFS=${SWARMFS:-swarmfs}
 RELEASES=${SWARMFS_RELEASES:-/srv/releases}
@@ -16,7 +17,7 @@ mnt=$RELEASES/$prev
 if ! "$SWARMFS" status "$mnt" >/dev/null 2>&1; then
 	mkdir -p "$mnt"
 	# shellcheck disable=SC2086
-	"$SWARMFS" mount $SWARMFS_MOUNT_ARGS "$prev" "$mnt"
+	"$SWARMFS" mount $SWARMFS_MOUNT_ARGS ${SWARMFS_TRUST:+--trust "$SWARMFS_TRUST" --allow-rollback} "$prev" "$mnt"
 fi
 ln -sfn "$mnt" "$CURRENT.new.$$"
 mv -T "$CURRENT.new.$$" "$CURRENT"

@@ -46,6 +46,8 @@ enum Command {
     /// List the releases in a cache directory (size, last mount, mounted or not), remove
     /// some, or prune it to a size.
     Cache(cmd::cache::CacheArgs),
+    /// Write a new Ed25519 key pair for signing releases (publish --sign, mount --trust).
+    Keygen(cmd::keygen::KeygenArgs),
     /// Write a generated sample release (for demos and tests) into a new directory.
     Sample(cmd::sample::SampleArgs),
 }
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => cmd::sample::run(a),
         Command::Mount(a) => cmd::mount::run(a),
         Command::Info(a) => cmd::info::run(a),
+        Command::Keygen(a) => cmd::keygen::run(a),
         Command::Cache(a) => cmd::cache::run(a),
         Command::Unmount(a) => cmd::mount::unmount(a),
         Command::Prewarm(a) => cmd::prewarm::run(a),

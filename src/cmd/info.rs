@@ -27,6 +27,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
     let bytes = std::fs::read(src).with_context(|| format!("cannot read the torrent {src}"))?;
     let r =
         Release::from_torrent(&bytes).with_context(|| format!("{src} is not a usable torrent"))?;
+    let signer = r.signature.as_ref().and_then(|s| s.claimed());
     if args.json {
         let files: Vec<_> = r
             .visible_entries()
@@ -39,6 +40,8 @@ pub fn run(args: InfoArgs) -> Result<()> {
                 "total_bytes": r.total_length, "piece_length": r.piece_length,
                 "pieces": r.piece_count(), "private": r.private, "trackers": r.trackers,
                 "files": files,
+                "signed_by": signer.map(|(k, _)| k.to_string()),
+                "seq": signer.map(|(_, n)| n),
             })
         );
     } else {
@@ -52,6 +55,12 @@ pub fn run(args: InfoArgs) -> Result<()> {
             r.piece_length / 1024,
             r.trackers
         );
+        match signer {
+            Some((key, seq)) => {
+                eprintln!("signed by {key}, sequence {seq} (as claimed: `mount --trust` checks it)")
+            }
+            None => eprintln!("not signed"),
+        }
     }
     Ok(())
 }

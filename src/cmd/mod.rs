@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod info;
+pub mod keygen;
 pub mod mount;
 pub mod prewarm;
 mod progress;

@@ -16,6 +16,7 @@ use crate::mount::daemon::{self, MountConfig};
 use crate::mount::profile::BootProfile;
 use crate::mount::store::Store;
 use crate::mount::table::{self as mountpoint, MountpointState};
+use crate::mount::trust;
 use crate::release::Release;
 use crate::swarm;
 
@@ -88,6 +89,18 @@ pub struct MountArgs {
     /// this release's own hashes, and fetches only the rest: a delta deploy.
     #[arg(long)]
     pub no_reuse: bool,
+    /// Mount only a release signed (`publish --sign`) by this key: a public key file
+    /// (`keygen`'s KEY.pub) or its 64 hex digits; repeatable (any one of them). A release
+    /// numbered lower than one this host has accepted for the same key and name is
+    /// refused (no rollback); accepted numbers are kept in `<cache-dir>/trust.json`. The
+    /// source must be the signed .torrent file (or an infohash mounted from one before).
+    /// [default: any release is mounted]
+    #[arg(long, value_name = "KEY", value_parser = super::keygen::parse_trusted)]
+    pub trust: Vec<crate::release::PublicKey>,
+    /// With --trust: mount an older release than one accepted before (a deliberate
+    /// rollback). The highest number accepted stays recorded.
+    #[arg(long, requires = "trust")]
+    pub allow_rollback: bool,
     #[command(flatten)]
     pub swarm: SwarmArgs,
 }
@@ -120,7 +133,7 @@ pub fn run(args: MountArgs) -> Result<()> {
         // A bad source is refused here, once, before a daemon starts: a .torrent file is
         // read and checked whole (a magnet link or an infohash needs peers: the daemon).
         // In the foreground (and in the daemon) `resolve` says the same.
-        check_source(&args.source, &args.cache_dir, &mnt)?;
+        check_source(&args, &mnt)?;
         return daemonize(&args, &mnt);
     }
     serve(args, mnt, profile)
@@ -179,14 +192,56 @@ fn daemonize(args: &MountArgs, mnt: &Path) -> Result<()> {
 }
 
 /// What SOURCE is, checked without the swarm: a magnet link or an infohash is well
-/// formed; a .torrent file exists, parses, and its paths fit this host.
-fn check_source(src: &str, cache_dir: &Path, mnt: &Path) -> Result<()> {
-    let src = src.trim();
-    if super::info::infohash_of_link(src).is_some() {
-        return Ok(());
+/// formed; a .torrent file exists, parses, and its paths fit this host; with --trust, the
+/// release is signed by a trusted key and not older than one accepted before.
+fn check_source(args: &MountArgs, mnt: &Path) -> Result<()> {
+    let src = args.source.trim();
+    if let Some(ih) = super::info::infohash_of_link(src) {
+        if args.trust.is_empty() {
+            return Ok(());
+        }
+        let cached = Store::cached_torrent(&args.cache_dir, &ih.to_string())
+            .and_then(|b| Release::from_torrent(&b).ok())
+            .filter(|r| r.info_hash == ih);
+        let Some(release) = cached else {
+            bail!(
+                "{src}: with --trust, mount the signed .torrent file: a magnet link or an infohash carries no signature (unless this host mounted its torrent before)"
+            );
+        };
+        return check_trust(args, &release, false);
     }
     let release = read_torrent(src)?;
-    Store::check_paths(&release, cache_dir, mnt)?;
+    Store::check_paths(&release, &args.cache_dir, mnt)?;
+    check_trust(args, &release, false)
+}
+
+/// With --trust: the release's signature and sequence number, checked (the parent of a
+/// daemon) or checked and recorded as accepted (the mount itself, before it mounts).
+fn check_trust(args: &MountArgs, release: &Release, record: bool) -> Result<()> {
+    if args.trust.is_empty() {
+        return Ok(());
+    }
+    let f = if record { trust::accept } else { trust::check };
+    let v = f(&args.cache_dir, release, &args.trust, args.allow_rollback).with_context(|| {
+        format!(
+            "refusing to mount {} ({}) from {}",
+            release.name,
+            release.info_hash,
+            args.source.trim()
+        )
+    })?;
+    if record {
+        match v.previous {
+            Some(p) if p.seq > v.signed.seq => warn!(
+                "rollback: mounting {} sequence {} although {} ({}) was accepted (--allow-rollback)",
+                release.name, v.signed.seq, p.seq, p.infohash
+            ),
+            _ => info!(
+                "{} sequence {} signed by {}: accepted",
+                release.name, v.signed.seq, v.signed.key
+            ),
+        }
+    }
     Ok(())
 }
 
@@ -268,6 +323,7 @@ fn resolve(args: &MountArgs, rt: &tokio::runtime::Runtime) -> Result<Release> {
 fn serve(args: MountArgs, mnt: PathBuf, profile: Option<BootProfile>) -> Result<()> {
     let rt = daemon::runtime()?;
     let release = resolve(&args, &rt)?;
+    check_trust(&args, &release, true)?;
     let mut swarm = args.swarm.options();
     swarm.download_limit_bps = args.download_limit;
     let config = MountConfig {

@@ -54,6 +54,17 @@ pub struct PublishArgs {
     /// warning). At most 256 KiB of profile; it is part of the infohash.
     #[arg(long, value_name = "FILE")]
     pub boot_profile: Option<PathBuf>,
+    /// Sign the release with this secret key (`swarmfs keygen`): the torrent then carries
+    /// an Ed25519 signature of its infohash, name and sequence number (outside the info
+    /// dict: the infohash is the same), and hosts that mount with `--trust KEY.pub` accept
+    /// it, and never an older one after it.
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
+    /// The sequence number to sign (e.g. the build number): hosts refuse a release of the
+    /// same name and key numbered lower than one they have mounted [default with --base:
+    /// one more than the base's].
+    #[arg(long, value_name = "N", requires = "sign")]
+    pub seq: Option<u64>,
     /// Print one JSON object (name, infohash, magnet, torrent, sizes) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +90,30 @@ pub fn run(args: PublishArgs) -> Result<()> {
                     p.display()
                 )
             })?)
+        }
+    };
+    let signing = match &args.sign {
+        None => None,
+        Some(p) => {
+            let key = super::keygen::read_secret(p)?;
+            let base_seq = base
+                .as_ref()
+                .and_then(|b| b.signature.as_ref())
+                .and_then(|s| s.claimed())
+                .map(|(_, seq)| seq);
+            let seq = match (args.seq, base_seq) {
+                (Some(n), _) => n,
+                (None, Some(b)) => b.checked_add(1).context("the base's sequence number is the largest there is; give --seq")?,
+                (None, None) => bail!(
+                    "--sign needs a sequence number: give --seq N (e.g. the build number), or --base with the previous release's signed torrent (its number plus one)"
+                ),
+            };
+            if let (Some(n), Some(b)) = (args.seq, base_seq) {
+                if n <= b {
+                    warn!("--seq {n} is not above the base's sequence number {b}: hosts that mounted the base will refuse this release");
+                }
+            }
+            Some((key, seq))
         }
     };
     let boot_profile = match &args.boot_profile {
@@ -109,7 +144,13 @@ pub fn run(args: PublishArgs) -> Result<()> {
         );
     }
     let delta = published.delta;
-    let rel = published.release;
+    let mut rel = published.release;
+    if let Some((key, seq)) = &signing {
+        let bytes = rel
+            .signed_torrent(key, *seq)
+            .map_err(|e| anyhow::anyhow!("cannot sign {}: {e}", rel.name))?;
+        rel = Release::from_torrent(&bytes).context("the signed torrent does not parse")?;
+    }
     info!(
         files = rel.visible_entries().count(),
         bytes,
@@ -182,6 +223,10 @@ fn print_result(rel: &Release, out: &Path, delta: Option<&Delta>, json: bool) ->
         if let Some(d) = delta {
             v["delta"] = serde_json::to_value(d)?;
         }
+        if let Some((key, seq)) = rel.signature.as_ref().and_then(|s| s.claimed()) {
+            v["signed_by"] = key.to_string().into();
+            v["seq"] = seq.into();
+        }
         writeln!(stdout, "{v}")?;
     } else {
         writeln!(stdout, "{}", rel.info_hash)?;
@@ -195,6 +240,9 @@ fn print_result(rel: &Release, out: &Path, delta: Option<&Delta>, json: bool) ->
             rel.piece_length / 1024,
             out.display()
         );
+        if let Some((key, seq)) = rel.signature.as_ref().and_then(|s| s.claimed()) {
+            eprintln!("signed by {key}, sequence {seq}");
+        }
         if let Some(d) = delta {
             eprintln!(
                 "against the base {}: {} of {} pieces new ({} bytes); files: {} unchanged, \

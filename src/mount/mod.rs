@@ -12,6 +12,7 @@
 //! - [`control`]: the per-mount socket that `status` and `prewarm` talk to.
 //! - [`metrics`]: the Prometheus exporter.
 //! - [`table`]: the kernel's mount table (stale mounts, unmount).
+//! - [`trust`]: which signed releases this host accepts (trusted keys, no rollback).
 //! - [`usage`]: CPU time and peak memory of this process.
 //!
 //! It builds on the layers below it (`release`, `fs`, `swarm`) and is used only by `cmd`;
@@ -30,4 +31,5 @@ pub mod reuse;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod trust;
 pub mod usage;

@@ -277,6 +277,7 @@ pub fn publish(
                 .map(|t| ByteBuf::from(t.as_bytes().to_vec())),
         },
         similar: None,
+        signature: None,
     };
     let bytes = serde_bencode::to_bytes(&meta)
         .map_err(|e| TorrentError::Decode(format!("encoding failed: {e}")))?;

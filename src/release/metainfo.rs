@@ -35,6 +35,23 @@ pub(crate) struct MetaInfo {
     /// BEP 38 outside the info dict (other tools may put it here; swarmfs writes it inside).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub similar: Option<Vec<ByteBuf>>,
+    /// swarmfs: the release's signature (`publish --sign`), outside the info dict so that
+    /// signing keeps the infohash.
+    #[serde(
+        rename = "x-swarmfs-signature",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub signature: Option<SignatureDict>,
+}
+
+/// `x-swarmfs-signature`: who signed (an Ed25519 public key), the sequence number, and
+/// the signature over the infohash, the sequence number and the name (`sign.rs`).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SignatureDict {
+    pub key: ByteBuf,
+    pub seq: i64,
+    pub sig: ByteBuf,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ mod hash;
 mod metainfo;
 mod model;
 pub mod reuse;
+mod sign;
 mod verify;
 
 pub use create::{publish, Delta, PublishError, PublishOptions, Published, REPACK_HOLE_FRACTION};
@@ -20,6 +21,7 @@ pub use hash::{HashError, Progress};
 pub use model::{
     Entry, EntryKind, InfoHash, Release, TorrentError, MAX_BOOT_PROFILE, MIN_PIECE_LENGTH,
 };
+pub use sign::{PublicKey, ReleaseSignature, SecretKey, SignatureError, Signed};
 pub use verify::{present_pieces, verify_dir, VerifyError};
 
 /// A release published from files of the given sizes (each byte 7), for unit tests.

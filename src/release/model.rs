@@ -108,6 +108,8 @@ pub struct Release {
     /// A boot profile's text carried in the info dict (`publish --boot-profile`); text
     /// that is not UTF-8 or longer than [`MAX_BOOT_PROFILE`] is ignored (a hint only).
     pub boot_profile: Option<String>,
+    /// `x-swarmfs-signature`, as carried (checked by [`Release::check_signature`]).
+    pub signature: Option<super::sign::ReleaseSignature>,
     /// The torrent file as read; what is handed to peers and to the swarm engine.
     pub torrent_bytes: Vec<u8>,
 }
@@ -182,6 +184,11 @@ impl Release {
         let meta: MetaInfo =
             serde_bencode::from_bytes(bytes).map_err(|e| TorrentError::Decode(e.to_string()))?;
         let info = meta.info;
+        let signature = meta.signature.map(|s| super::sign::ReleaseSignature {
+            key: s.key.into_vec(),
+            seq: s.seq,
+            sig: s.sig.into_vec(),
+        });
         // A hint only: entries that are not 20 bytes are ignored, not refused.
         let mut similar: Vec<InfoHash> = Vec::new();
         for h in info.similar.iter().chain(meta.similar.iter()).flatten() {
@@ -272,6 +279,7 @@ impl Release {
                 .boot_profile
                 .filter(|b| b.len() <= MAX_BOOT_PROFILE)
                 .and_then(|b| String::from_utf8(b.into_vec()).ok()),
+            signature,
             torrent_bytes: bytes.to_vec(),
         })
     }
@@ -431,6 +439,7 @@ mod tests {
                 boot_profile: None,
             },
             similar: None,
+            signature: None,
         })
         .unwrap()
     }

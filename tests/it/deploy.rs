@@ -23,13 +23,26 @@ fn get(port: u16) -> Result<String, String> {
     Ok(body.to_string())
 }
 
-fn release(t: &Path, name: &str, page: &str) -> std::path::PathBuf {
+/// Release `name` of the application "app", signed by the key `t/key` at `seq`.
+fn release(t: &Path, name: &str, page: &str, seq: &str) -> std::path::PathBuf {
     let dir = t.join(name);
     sample(&dir, 2 << 20, 20);
     std::fs::create_dir_all(dir.join("www")).unwrap();
     std::fs::write(dir.join("www/index.html"), page).unwrap();
     let torrent = t.join(format!("{name}.torrent"));
-    publish(&dir, &torrent, &[]);
+    let key = t.join("key");
+    publish(
+        &dir,
+        &torrent,
+        &[
+            "--name",
+            "app",
+            "--sign",
+            key.to_str().unwrap(),
+            "--seq",
+            seq,
+        ],
+    );
     torrent
 }
 
@@ -47,6 +60,7 @@ fn script(
         .env("SWARMFS_CURRENT", t.join("current"))
         .env("SWARMFS_RELOAD", reload)
         .env("SWARMFS_MOUNT_ARGS", env_args)
+        .env("SWARMFS_TRUST", t.join("key.pub"))
         .output()
         .unwrap()
 }
@@ -56,8 +70,10 @@ fn deploy_switches_nginx_atomically_and_rollback_returns() {
     require("nginx");
     let t = tempfile::tempdir().unwrap();
     let p = t.path();
-    let one = release(p, "one", "release one\n");
-    let two = release(p, "two", "release two\n");
+    let o = swarmfs(&["keygen", p.join("key").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let one = release(p, "one", "release one\n", "1");
+    let two = release(p, "two", "release two\n", "2");
     let (p1, p2) = (free_port(), free_port());
     let _s1 = seed(&one, &p.join("one"), p1, &[]);
     let _s2 = seed(&two, &p.join("two"), p2, &[]);
@@ -172,6 +188,24 @@ fn deploy_switches_nginx_atomically_and_rollback_returns() {
         );
     }
     assert!(seen.iter().any(|r| r.as_deref() == Ok("release two\n")));
+
+    // A release that is not signed by the trusted key is not deployed; nothing switches.
+    let three = p.join("three");
+    sample(&three, 1 << 20, 5);
+    publish(&three, &p.join("three.torrent"), &["--name", "app"]);
+    let o = script(
+        "deploy.sh",
+        p,
+        &margs(p1),
+        &[p.join("three.torrent").to_str().unwrap()],
+        &reload,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("is not signed"),
+        "{err}"
+    );
+    assert_eq!(get(port).unwrap(), "release one\n");
     let _ = nginx.child.kill();
     for e in std::fs::read_dir(p.join("releases")).unwrap() {
         let path = e.unwrap().path();

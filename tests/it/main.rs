@@ -11,3 +11,4 @@ mod learn;
 mod mount;
 mod publish;
 mod support;
+mod trust;
