@@ -227,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
         upload_limit_bps: rate,
         download_limit_bps: rate,
         announce_interval: Duration::from_secs(5),
+        allow_peers: None,
     };
 
     let origin_addr = free_addr();

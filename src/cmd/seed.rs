@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::ByteProgress;
 use crate::release::{self, Release};
-use crate::swarm::{Seeder, SwarmOptions, PROGRESS_INTERVAL};
+use crate::swarm::{AllowPeers, Seeder, SwarmOptions, PROGRESS_INTERVAL};
 
 #[derive(Debug, Args)]
 pub struct SeedArgs {
@@ -49,10 +49,25 @@ pub struct SwarmArgs {
     /// its peers through these announces).
     #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
     pub announce_interval: std::time::Duration,
+    /// Peers only from these networks (CIDR, comma-separated, e.g. 10.0.0.0/8,fd00::/8):
+    /// connections from other addresses are refused before their handshake, and other
+    /// addresses a tracker, LSD, PEX or --peer offers are never dialled; refusals are
+    /// counted in `status` and the metrics [default: any address].
+    #[arg(long, value_name = "CIDR,...", value_parser = parse_allow)]
+    pub allow_peers: Option<std::sync::Arc<AllowPeers>>,
+}
+
+fn parse_allow(s: &str) -> Result<std::sync::Arc<AllowPeers>, String> {
+    AllowPeers::parse(s).map(std::sync::Arc::new)
 }
 
 impl SwarmArgs {
     pub fn options(&self) -> SwarmOptions {
+        if let Some(a) = &self.allow_peers {
+            for p in self.peers.iter().filter(|p| !a.contains(p.ip())) {
+                tracing::warn!("--peer {p} is outside --allow-peers: it will not be dialled");
+            }
+        }
         SwarmOptions {
             listen: self.listen,
             trackers: self.trackers.clone(),
@@ -62,6 +77,7 @@ impl SwarmArgs {
             upload_limit_bps: self.upload_limit,
             download_limit_bps: None,
             announce_interval: self.announce_interval,
+            allow_peers: self.allow_peers.clone(),
         }
     }
 }
@@ -124,6 +140,8 @@ pub fn serve_until_signal(rel: Arc<Release>, dir: PathBuf, swarm: &SwarmArgs) ->
                     if s.uploaded_bytes != last_uploaded {
                         last_uploaded = s.uploaded_bytes;
                         info!(uploaded = s.uploaded_bytes, peers = s.live_peers,
+                              refused_incoming = s.peers_refused_incoming,
+                              refused_outgoing = s.peers_refused_outgoing,
                               upload_bps = s.upload_bps as u64, state = %s.state, "seed progress");
                     }
                     if let Some(e) = s.error {

@@ -48,7 +48,7 @@ fn print(s: &Status, json: bool) {
         return;
     }
     println!(
-        "{}\t{} ({})\t{}/{} bytes ({:.0}%){}{}\tdownloaded {} reused {}{}\tpeers {}\tdown {:.1} MiB/s up {:.1} MiB/s\tuploaded {}\treads {} cached {} swarm\ttimeouts {} errors {} hash failures {}\tcpu {:.1} s rss {} MiB\tcache {}",
+        "{}\t{} ({})\t{}/{} bytes ({:.0}%){}{}\tdownloaded {} reused {}{}\tpeers {}{}\tdown {:.1} MiB/s up {:.1} MiB/s\tuploaded {}\treads {} cached {} swarm\ttimeouts {} errors {} hash failures {}\tcpu {:.1} s rss {} MiB\tcache {}",
         s.mountpoint.display(),
         s.name,
         s.infohash,
@@ -71,6 +71,13 @@ fn print(s: &Status, json: bool) {
         s.reused_bytes,
         if s.reuse_running { " (rebuilding)" } else { "" },
         s.peers,
+        match s.peers_refused_incoming + s.peers_refused_outgoing {
+            0 => String::new(),
+            _ => format!(
+                " (refused by --allow-peers: {} incoming, {} not dialled)",
+                s.peers_refused_incoming, s.peers_refused_outgoing
+            ),
+        },
         s.download_bps / 1048576.0,
         s.upload_bps / 1048576.0,
         s.uploaded_bytes,

@@ -44,6 +44,10 @@ pub fn update(s: &Status) {
         gauge!("swarmfs_boot_profile_pieces_present").set(here as f64);
         gauge!("swarmfs_boot_profile_pieces_total").set(total as f64);
     }
+    counter!("swarmfs_peers_refused_total", "direction" => "incoming")
+        .absolute(s.peers_refused_incoming);
+    counter!("swarmfs_peers_refused_total", "direction" => "outgoing")
+        .absolute(s.peers_refused_outgoing);
     counter!("swarmfs_bytes_on_demand_total").absolute(s.swarm_read_bytes);
     counter!("swarmfs_bytes_downloaded_total").absolute(s.downloaded_bytes);
     counter!("swarmfs_bytes_prefetched_total")

@@ -47,6 +47,12 @@ pub struct Status {
     pub downloaded_bytes: u64,
     pub uploaded_bytes: u64,
     pub peers: u32,
+    /// Connections refused by `--allow-peers` (from other addresses), and addresses
+    /// outside it not dialled.
+    #[serde(default)]
+    pub peers_refused_incoming: u64,
+    #[serde(default)]
+    pub peers_refused_outgoing: u64,
     pub download_bps: f64,
     pub upload_bps: f64,
     pub passthrough_opens: u64,
@@ -140,6 +146,8 @@ impl MountInfo {
             downloaded_bytes: s.downloaded_bytes,
             uploaded_bytes: s.uploaded_bytes,
             peers: s.live_peers,
+            peers_refused_incoming: s.peers_refused_incoming,
+            peers_refused_outgoing: s.peers_refused_outgoing,
             download_bps: s.download_bps,
             upload_bps: s.upload_bps,
             passthrough_opens: self.stats.passthrough_opens.load(Ordering::Relaxed),

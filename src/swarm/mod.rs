@@ -13,7 +13,9 @@
 //! announce its code), no session persistence (swarmfs keeps its own state). Torrents are
 //! always added from their .torrent bytes (DESIGN.md, decision 11).
 
+mod allow;
 mod cache_storage;
+pub use allow::AllowPeers;
 pub use cache_storage::{disk_space, open_sized as open_cache_file};
 pub use picker::ProfileExchange;
 pub mod picker;
@@ -52,6 +54,8 @@ pub struct SwarmOptions {
     pub download_limit_bps: Option<NonZeroU32>,
     /// How often to announce to trackers while mounted.
     pub announce_interval: Duration,
+    /// Which addresses may be peers (`--allow-peers`); `None`: any.
+    pub allow_peers: Option<Arc<AllowPeers>>,
 }
 
 /// Why the swarm could not start or serve.
@@ -84,6 +88,9 @@ pub struct SwarmStats {
     pub have_bytes: u64,
     pub total_bytes: u64,
     pub live_peers: u32,
+    /// Connections refused by `--allow-peers`: incoming, and addresses not dialled.
+    pub peers_refused_incoming: u64,
+    pub peers_refused_outgoing: u64,
     pub upload_bps: f64,
     pub state: String,
     pub error: Option<String>,
@@ -93,6 +100,7 @@ pub struct SwarmStats {
 pub struct Seeder {
     session: Arc<Session>,
     torrent: Arc<ManagedTorrent>,
+    allow_peers: Option<Arc<AllowPeers>>,
 }
 
 impl Seeder {
@@ -123,7 +131,11 @@ impl Seeder {
                 .await
                 .map_err(SwarmError::AddTorrent)?;
             info!(listen = ?session.listen_addr(), "seeding");
-            Ok(Seeder { session, torrent })
+            Ok(Seeder {
+                session,
+                torrent,
+                allow_peers: opts.allow_peers.clone(),
+            })
         }
         .instrument(span)
         .await
@@ -135,7 +147,7 @@ impl Seeder {
     }
 
     pub fn stats(&self) -> SwarmStats {
-        stats_of(&self.torrent)
+        stats_of(&self.torrent, self.allow_peers.as_deref())
     }
 
     /// Stops serving: closes connections and listeners.
@@ -161,6 +173,7 @@ pub struct Fetcher {
     /// Why the engine is stopped (a full cache disk), while it is; reads that need the
     /// swarm fail at once meanwhile instead of waiting out their timeout.
     halted: tokio::sync::watch::Sender<Option<String>>,
+    allow_peers: Option<Arc<AllowPeers>>,
 }
 
 impl Fetcher {
@@ -240,6 +253,7 @@ impl Fetcher {
                 checking,
                 write_errno,
                 halted: tokio::sync::watch::Sender::new(None),
+                allow_peers: opts.allow_peers.clone(),
             });
             tokio::spawn(supervise(Arc::downgrade(&fetcher)).in_current_span());
             Ok(fetcher)
@@ -322,7 +336,7 @@ impl Fetcher {
     }
 
     pub fn stats(&self) -> SwarmStats {
-        let mut s = stats_of(&self.torrent);
+        let mut s = stats_of(&self.torrent, self.allow_peers.as_deref());
         if let Some(why) = self.halted.borrow().clone() {
             s.error = Some(why);
         }
@@ -516,7 +530,7 @@ pub async fn fetch_metadata(magnet: &str, opts: &SwarmOptions) -> Result<Vec<u8>
     }
 }
 
-fn stats_of(t: &ManagedTorrent) -> SwarmStats {
+fn stats_of(t: &ManagedTorrent, allow: Option<&AllowPeers>) -> SwarmStats {
     let s = t.stats();
     let (live_peers, upload_bps, download_bps, downloaded_bytes) = match &s.live {
         Some(live) => (
@@ -534,6 +548,8 @@ fn stats_of(t: &ManagedTorrent) -> SwarmStats {
         have_bytes: s.progress_bytes,
         total_bytes: s.total_bytes,
         live_peers,
+        peers_refused_incoming: allow.map_or(0, |a| a.refused().0),
+        peers_refused_outgoing: allow.map_or(0, |a| a.refused().1),
         upload_bps,
         state: s.state.to_string(),
         // librqbit's text carries a backtrace: its first line says what happened.
@@ -582,6 +598,10 @@ async fn new_session(
             download_bps: opts.download_limit_bps,
         },
         client_name_and_version: Some(concat!("swarmfs ", env!("CARGO_PKG_VERSION")).into()),
+        peer_filter: opts
+            .allow_peers
+            .clone()
+            .map(|a| a as Arc<dyn librqbit::PeerFilter>),
         ..Default::default()
     };
     Session::new_with_opts(default_folder, session_opts)

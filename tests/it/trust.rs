@@ -2,7 +2,8 @@
 //! refusal is named and mounts nothing; the accepted sequence survives kill -9.
 
 use std::path::Path;
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -191,4 +192,103 @@ fn signed_releases_mount_only_from_trusted_keys_and_never_roll_back() {
     let m2 = Mount::new(&ih2, &mnt, &cache, &trust);
     assert!(mnt.join("NEW").exists());
     m2.unmount();
+}
+
+/// The release's files (those of `src`) that arrived, whole or in part, under `got`
+/// (aria2's control file `*.aria2` is its own, not the release's).
+fn arrived(src: &Path, got: &Path) -> Vec<std::path::PathBuf> {
+    regular_files(src)
+        .into_iter()
+        .filter(|f| {
+            std::fs::read(got.join(f))
+                .map(|b| b.iter().any(|&x| x != 0))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn a_peer_outside_allow_peers_gets_no_byte_whichever_way_it_learnt_of_the_host() {
+    require("aria2c");
+    let t = tempfile::tempdir().unwrap();
+    let (dir, torrent, _ih, _tr) = tracked_release(t.path(), 2 << 20, 20);
+    let allow = ["--allow-peers", "127.0.0.1/32"];
+    let mut seeder = seed(&torrent, &dir, free_port(), &allow);
+
+    // aria2 from 127.0.0.2, outside the list: it learns of the seed and the mount from the
+    // tracker and dials them; they learn of it from the tracker and must not dial it.
+    let dl = t.path().join("outside");
+    let mut aria = Proc::spawn(
+        Command::new("aria2c")
+            .args([
+                "--no-conf=true",
+                "--interface=127.0.0.2",
+                "--enable-dht=false",
+                "--enable-dht6=false",
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--bt-tracker-interval=1",
+                "--file-allocation=none",
+                "--summary-interval=0",
+                "--console-log-level=warn",
+                "--stop=120",
+                "--listen-port",
+                &free_port().to_string(),
+                "-d",
+            ])
+            .arg(&dl)
+            .arg(&torrent),
+    );
+
+    // A mount inside the list gets everything (from the seed, through the tracker).
+    let mnt = t.path().join("mnt");
+    let m = Mount::new(
+        torrent.to_str().unwrap(),
+        &mnt,
+        &t.path().join("cache"),
+        &allow,
+    );
+    assert_mount_matches(&dir, &mnt);
+
+    // Both ways refused at the mount: aria2's connections, and dialling aria2.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = m.status();
+        let (i, o) = (
+            s["peers_refused_incoming"].as_u64().unwrap(),
+            s["peers_refused_outgoing"].as_u64().unwrap(),
+        );
+        if i >= 1 && o >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the mount saw no refused connection both ways within 60 s: {i} incoming, {o} outgoing; aria2 says:\n{}",
+            aria.seen.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    seeder.wait_for(
+        "refused a connection from 127.0.0.2",
+        Duration::from_secs(30),
+    );
+    let _ = aria.child.kill();
+    let _ = aria.child.wait();
+    let got = arrived(&dir, &dl.join("rel"));
+    assert!(
+        got.is_empty(),
+        "a peer outside --allow-peers received release data: {got:?}\naria2: {}",
+        aria.seen.join("\n")
+    );
+    assert!(
+        !arrived(&dir, &mnt).is_empty(),
+        "the check sees data where it is"
+    );
+    let o = swarmfs(&["status", mnt.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("refused by --allow-peers"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    m.unmount();
 }

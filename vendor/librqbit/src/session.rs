@@ -140,6 +140,8 @@ pub struct Session {
 
     pub blocklist: IpRanges,
     pub allowlist: Option<IpRanges>,
+    /// swarmfs patch: see [`SessionOptions::peer_filter`].
+    pub(crate) peer_filter: Option<Arc<dyn PeerFilter>>,
 
     // Monitoring / tracing / logging
     pub(crate) stats: Arc<SessionStats>,
@@ -426,6 +428,14 @@ impl Default for DhtSessionConfig {
     }
 }
 
+/// swarmfs patch: the embedding application decides which addresses may be peers.
+/// `allow` is called with an incoming connection's address before its handshake is read
+/// (`incoming`), and with an address from a tracker, LSD, PEX, the DHT or the
+/// application before it is dialled; `false` drops the connection or the address.
+pub trait PeerFilter: Send + Sync + std::fmt::Debug {
+    fn allow(&self, addr: SocketAddr, incoming: bool) -> bool;
+}
+
 pub struct SessionOptions {
     /// DHT configuration. Set to None to disable DHT entirely.
     /// Defaults to DHT enabled with persistence.
@@ -471,6 +481,8 @@ pub struct SessionOptions {
 
     pub blocklist_url: Option<String>,
     pub allowlist_url: Option<String>,
+    /// swarmfs patch: which addresses may be peers ([`PeerFilter`]); `None`: any.
+    pub peer_filter: Option<Arc<dyn PeerFilter>>,
 
     // The list of tracker URLs to always use for each torrent.
     pub trackers: HashSet<url::Url>,
@@ -511,6 +523,7 @@ impl Default for SessionOptions {
             ratelimits: LimitsConfig::default(),
             blocklist_url: None,
             allowlist_url: None,
+            peer_filter: None,
             trackers: HashSet::new(),
             peer_limit: None,
             #[cfg(feature = "disable-upload")]
@@ -742,6 +755,7 @@ impl Session {
                     utp_socket: listen_result.as_ref().and_then(|l| l.utp_socket.clone()),
                     bind_device: bind_device.clone(),
                     ipv4_only: opts.ipv4_only,
+                    peer_filter: opts.peer_filter.clone(),
                 })
                 .await
                 .context("error creating stream connector")?,
@@ -822,6 +836,7 @@ impl Session {
                 _disable_upload: opts.disable_upload,
                 blocklist,
                 allowlist,
+                peer_filter: opts.peer_filter,
                 lsd,
             });
 
@@ -938,6 +953,14 @@ impl Session {
                 .blocked_incoming
                 .fetch_add(1, Ordering::Relaxed);
             bail!("Incoming ip {incoming_ip} is not in allowlist");
+        }
+        // swarmfs patch: the application's filter, before the handshake is read.
+        if self.peer_filter.as_ref().is_some_and(|f| !f.allow(addr, true)) {
+            self.stats
+                .counters
+                .blocked_incoming
+                .fetch_add(1, Ordering::Relaxed);
+            bail!("incoming address {addr} refused by the peer filter");
         }
 
         let mut read_buf = ReadBuf::new();

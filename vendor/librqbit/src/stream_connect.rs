@@ -65,6 +65,8 @@ pub(crate) struct StreamConnectorArgs {
     pub utp_socket: Option<Arc<UtpSocketUdp>>,
     pub bind_device: Option<BindDevice>,
     pub ipv4_only: bool,
+    /// swarmfs patch: addresses the application refuses are never dialled.
+    pub peer_filter: Option<Arc<dyn crate::session::PeerFilter>>,
 }
 
 impl SocksProxyConfig {
@@ -135,6 +137,7 @@ pub(crate) struct StreamConnector {
     utp_socket: Option<Arc<librqbit_utp::UtpSocketUdp>>,
     stats: ConnectStatsAtomic,
     ipv4_only: bool,
+    peer_filter: Option<Arc<dyn crate::session::PeerFilter>>,
 }
 
 impl StreamConnector {
@@ -160,6 +163,7 @@ impl StreamConnector {
             bind_device: config.bind_device,
             stats: Default::default(),
             ipv4_only: config.ipv4_only,
+            peer_filter: config.peer_filter,
         })
     }
 
@@ -224,6 +228,13 @@ impl StreamConnector {
             return Err(Error::Anyhow(anyhow::anyhow!(
                 "ipv6 disabled, skipping connection to {}",
                 addr
+            )));
+        }
+
+        // swarmfs patch: every dial (a torrent's peers, a magnet's metadata) is filtered.
+        if self.peer_filter.as_ref().is_some_and(|f| !f.allow(addr, false)) {
+            return Err(Error::Anyhow(anyhow::anyhow!(
+                "{addr} refused by the peer filter"
             )));
         }
 

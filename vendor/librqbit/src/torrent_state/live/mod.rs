@@ -719,6 +719,21 @@ impl TorrentStateLive {
                 continue;
             }
 
+            // swarmfs patch: the application's filter, before dialling.
+            if session
+                .peer_filter
+                .as_ref()
+                .is_some_and(|f| !f.allow(addr, false))
+            {
+                session
+                    .stats
+                    .counters
+                    .blocked_outgoing
+                    .fetch_add(1, Ordering::Relaxed);
+                state.peers.mark_peer_not_needed(addr);
+                continue;
+            }
+
             let permit = state.peer_semaphore.clone().acquire_owned().await?;
             state.spawn(
                 debug_span!(parent: state.shared.span.clone(), "manage_peer", peer = ?addr),
