@@ -19,9 +19,10 @@ pub use create::{publish, Delta, PublishError, PublishOptions, Published, REPACK
 pub(crate) use hash::open_nofollow;
 pub use hash::{HashError, Progress};
 pub use model::{
-    Entry, EntryKind, InfoHash, Release, TorrentError, MAX_BOOT_PROFILE, MIN_PIECE_LENGTH,
+    Entry, EntryKind, InfoHash, Release, ReleaseSignature, TorrentError, MAX_BOOT_PROFILE,
+    MIN_PIECE_LENGTH,
 };
-pub use sign::{PublicKey, ReleaseSignature, SecretKey, SignatureError, Signed};
+pub use sign::{PublicKey, SecretKey, SignatureError, Signed};
 pub use verify::{present_pieces, verify_dir, VerifyError};
 
 /// A release published from files of the given sizes (each byte 7), for unit tests.

@@ -89,6 +89,14 @@ impl Entry {
     }
 }
 
+/// A release's signature as the torrent carries it (not yet checked: `sign.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseSignature {
+    pub key: Vec<u8>,
+    pub seq: i64,
+    pub sig: Vec<u8>,
+}
+
 /// A parsed and validated release (a v1 torrent's metadata).
 #[derive(Debug, Clone)]
 pub struct Release {
@@ -109,7 +117,7 @@ pub struct Release {
     /// that is not UTF-8 or longer than [`MAX_BOOT_PROFILE`] is ignored (a hint only).
     pub boot_profile: Option<String>,
     /// `x-swarmfs-signature`, as carried (checked by [`Release::check_signature`]).
-    pub signature: Option<super::sign::ReleaseSignature>,
+    pub signature: Option<ReleaseSignature>,
     /// The torrent file as read; what is handed to peers and to the swarm engine.
     pub torrent_bytes: Vec<u8>,
 }
@@ -184,7 +192,7 @@ impl Release {
         let meta: MetaInfo =
             serde_bencode::from_bytes(bytes).map_err(|e| TorrentError::Decode(e.to_string()))?;
         let info = meta.info;
-        let signature = meta.signature.map(|s| super::sign::ReleaseSignature {
+        let signature = meta.signature.map(|s| ReleaseSignature {
             key: s.key.into_vec(),
             seq: s.seq,
             sig: s.sig.into_vec(),

@@ -12,19 +12,11 @@ use ed25519_dalek::Signer;
 use serde_bytes::ByteBuf;
 
 use super::metainfo::{MetaInfo, SignatureDict};
-use super::model::{InfoHash, Release};
+use super::model::{InfoHash, Release, ReleaseSignature};
 
 const CONTEXT: &[u8] = b"swarmfs release v1\0";
 const SECRET_TAG: &str = "swarmfs-ed25519-secret";
 const PUBLIC_TAG: &str = "swarmfs-ed25519";
-
-/// A release's signature as the torrent carries it (not yet checked).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReleaseSignature {
-    pub key: Vec<u8>,
-    pub seq: i64,
-    pub sig: Vec<u8>,
-}
 
 /// An Ed25519 public key: who signed a release, or a key a host trusts.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
