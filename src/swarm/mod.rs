@@ -123,6 +123,10 @@ impl Seeder {
                 output_folder: Some(dir.to_string_lossy().into_owned()),
                 initial_peers: (!opts.peers.is_empty()).then(|| opts.peers.clone()),
                 storage_factory: Some(factory.boxed()),
+                // A seed learns of new peers from its announces and dials them: a peer
+                // that cannot reach it first (Transmission's encrypted handshake, which
+                // librqbit does not speak, then its back-off) is served within one.
+                force_tracker_interval: Some(opts.announce_interval),
                 ..Default::default()
             };
             let torrent = add_release(&session, &release, add_opts).await?;

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -257,4 +258,197 @@ fn seed_refuses_a_directory_that_is_not_the_release() {
         "{}",
         stderr(&o)
     );
+}
+
+/// A network namespace joined to this one by a veth pair: `10.213.N.1` here, `10.213.N.2`
+/// inside. Removed on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+}
+
+impl Netns {
+    fn new(n: u8) -> Netns {
+        let name = format!("swarmfs-it-{n}");
+        let host_if = format!("sfsit{n}a");
+        let ns_if = format!("sfsit{n}b");
+        let ip = |args: &[&str]| {
+            let o = Command::new("ip").args(args).output().unwrap();
+            assert!(
+                o.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        // Left over by a killed run: start clean.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = Command::new("ip").args(["link", "del", &host_if]).output();
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ]);
+        ip(&["link", "set", &ns_if, "netns", &name]);
+        ip(&["addr", "add", &format!("10.213.{n}.1/24"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        let inside = |args: &[&str]| {
+            let mut a = vec!["netns", "exec", &name, "ip"];
+            a.extend_from_slice(args);
+            ip(&a);
+        };
+        inside(&["addr", "add", &format!("10.213.{n}.2/24"), "dev", &ns_if]);
+        inside(&["link", "set", &ns_if, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        Netns { name, host_if }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
+
+/// The time of a Transmission debug log line (`[2026-12-06 19:48:35.381] ...`), in
+/// seconds of the day.
+fn tr_time(line: &str) -> Option<f64> {
+    // The progress line, rewritten with \r, may stand before it.
+    let t = line.get(line.find("[20")? + 12..)?.get(..12)?;
+    let mut p = t.split(':');
+    let (h, m, s) = (p.next()?, p.next()?, p.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
+#[test]
+fn transmission_in_its_own_namespace_completes_from_a_swarmfs_seed() {
+    require("transmission-cli");
+    require("opentracker");
+    let t = tempfile::tempdir().unwrap();
+    let ns = Netns::new((std::process::id() % 200) as u8 + 20);
+    let n = (std::process::id() % 200) + 20;
+    let here = format!("10.213.{n}.1");
+
+    // A 4 MB release announced to opentracker on the host side of the veth.
+    let dir = t.path().join("rel");
+    sample(&dir, 4 << 20, 40);
+    let ih = publish(&dir, &t.path().join("probe.torrent"), &[]);
+    let wl = t.path().join("tracker");
+    std::fs::create_dir_all(&wl).unwrap();
+    std::fs::write(wl.join("whitelist"), format!("{ih}\n")).unwrap();
+    let tport = free_port().to_string();
+    let _tracker = Proc::spawn(Command::new("opentracker").current_dir(&wl).args([
+        "-i",
+        &here,
+        "-p",
+        &tport,
+        "-P",
+        &tport,
+        "-d",
+        wl.to_str().unwrap(),
+        "-w",
+        "whitelist",
+    ]));
+    let torrent = t.path().join("rel.torrent");
+    let url = format!("http://{here}:{tport}/announce");
+    assert_eq!(publish(&dir, &torrent, &["--tracker", &url]), ih);
+    let sport = free_port();
+    let mut cmd = Command::new(bin());
+    cmd.env("RUST_LOG", "swarmfs=info")
+        .args(["seed", torrent.to_str().unwrap(), "--data"])
+        .arg(&dir)
+        .args(["--listen", &format!("{here}:{sport}"), "--no-lsd"]);
+    let mut seeder = Proc::spawn(&mut cmd);
+    seeder.wait_for("seeding ", Duration::from_secs(60));
+
+    // Transmission 3.00 with its defaults (uTP first, encryption preferred), its debug log
+    // (TR_DEBUG_FD) kept to show which of its timers each step waited for.
+    let (dl, cfg) = (t.path().join("dl"), t.path().join("cfg"));
+    std::fs::create_dir_all(&dl).unwrap();
+    let log_path = t.path().join("transmission.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let started = std::time::Instant::now();
+    let mut tr = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "env",
+            "TR_DEBUG_FD=2",
+            "transmission-cli",
+            "-g",
+        ])
+        .arg(&cfg)
+        .arg("-w")
+        .arg(&dl)
+        .arg(&torrent)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let done = "State changed from \"Incomplete\" to \"Complete\"";
+    let deadline = started + Duration::from_secs(120);
+    let text = loop {
+        let text = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap()).replace('\r', "\n");
+        if text.contains(done) {
+            break text;
+        }
+        if std::time::Instant::now() > deadline || tr.try_wait().unwrap().is_some() {
+            let _ = tr.kill();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            panic!(
+                "Transmission did not complete within 120 s; its log ends:\n{}",
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let _ = tr.kill();
+    let _ = tr.wait();
+    // Transmission 3 creates no empty files (nor BEP 47 symlinks): compare the others.
+    for f in regular_files(&dir) {
+        let want = std::fs::read(dir.join(&f)).unwrap();
+        if !want.is_empty() {
+            let got = std::fs::read(dl.join("rel").join(&f)).unwrap_or_else(|e| {
+                panic!("{} missing in Transmission's download: {e}", f.display())
+            });
+            assert!(got == want, "{} differs", f.display());
+        }
+    }
+
+    // The timeline, from Transmission's own log: when it started, connected to the seed,
+    // was unchoked, sent Interested, first requested, and completed.
+    let first = |needle: &str| text.lines().find(|l| l.contains(needle)).and_then(tr_time);
+    let t0 = first("Transmission 3.00").expect("Transmission's start line");
+    let peer = |s: &str| {
+        text.lines()
+            .find(|l| l.contains(&format!("{here}]")) && l.contains(s))
+            .and_then(tr_time)
+    };
+    let at = |x: Option<f64>| x.map_or("never".to_string(), |x| format!("+{:.2} s", x - t0));
+    let (connected, unchoked, interested, requested, complete) = (
+        peer("handshakeDone: connected"),
+        peer("got Unchoke"),
+        peer("Sending Interested"),
+        peer("requesting "),
+        first(done),
+    );
+    eprintln!(
+        "transmission: complete in {wall:.2} s; its log: connected to the seed {}, unchoked {}, \
+         Interested sent {} (its rechoke timer), first request {}, complete {}",
+        at(connected),
+        at(unchoked),
+        at(interested),
+        at(requested),
+        at(complete)
+    );
+    // swarmfs's part: it unchokes with its bitfield as soon as the handshake is done;
+    // what follows waits on Transmission's own timers.
+    let (c, u) = (connected.unwrap(), unchoked.unwrap());
+    assert!(u - c < 1.0, "unchoked {:.2} s after the handshake", u - c);
+    assert!(interested.unwrap() >= u);
 }
