@@ -204,21 +204,7 @@ mod tests {
 
     /// Release "app" of one file of `size` bytes, signed by `key` at `seq`.
     fn signed(size: u64, key: &SecretKey, seq: u64) -> Release {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("f"), vec![1u8; size as usize]).unwrap();
-        let opts = crate::release::PublishOptions {
-            name: Some("app".into()),
-            piece_length: 32 * 1024,
-            trackers: vec![],
-            comment: None,
-            creation_date: None,
-            private: false,
-            base: None,
-            boot_profile: None,
-        };
-        let r = crate::release::publish(dir.path(), &opts, &|_| {})
-            .unwrap()
-            .release;
+        let r = crate::release::test_release_named(&[("f", size)], 32 * 1024, Some("app"));
         Release::from_torrent(&r.signed_torrent(key, seq).unwrap()).unwrap()
     }
 

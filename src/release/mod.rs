@@ -28,6 +28,12 @@ pub use verify::{present_pieces, verify_dir, VerifyError};
 /// A release published from files of the given sizes (each byte 7), for unit tests.
 #[cfg(test)]
 pub(crate) fn test_release(files: &[(&str, u64)], piece: u64) -> Release {
+    test_release_named(files, piece, None)
+}
+
+/// As [`test_release`], named `name` (default: the temporary directory's name).
+#[cfg(test)]
+pub(crate) fn test_release_named(files: &[(&str, u64)], piece: u64, name: Option<&str>) -> Release {
     let dir = tempfile::tempdir().unwrap();
     for (name, len) in files {
         let p = dir.path().join(name);
@@ -35,7 +41,7 @@ pub(crate) fn test_release(files: &[(&str, u64)], piece: u64) -> Release {
         std::fs::write(p, vec![7u8; *len as usize]).unwrap();
     }
     let opts = PublishOptions {
-        name: None,
+        name: name.map(str::to_string),
         piece_length: piece,
         trackers: vec![],
         comment: None,
