@@ -12,9 +12,10 @@ pkgs=(
 	python3 python3-libtorrent  # a libtorrent peer for interop tests
 	mktorrent                   # torrents made by another tool
 	nginx                       # the web server of the deploy test
+	iproute2                    # ip netns: Transmission in its own namespace (interop test)
 )
 if [ "${1:-}" = --bench ]; then
-	pkgs+=(btfs curl iproute2)  # the fleet benchmark's lazy-FS rival, HTTP origin, namespaces
+	pkgs+=(btfs curl)           # the fleet benchmark's lazy-FS rival, HTTP origin
 fi
 missing=()
 for p in "${pkgs[@]}"; do

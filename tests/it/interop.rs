@@ -327,6 +327,7 @@ fn tr_time(line: &str) -> Option<f64> {
 fn transmission_in_its_own_namespace_completes_from_a_swarmfs_seed() {
     require("transmission-cli");
     require("opentracker");
+    require("ip");
     let t = tempfile::tempdir().unwrap();
     let ns = Netns::new((std::process::id() % 200) as u8 + 20);
     let n = (std::process::id() % 200) + 20;

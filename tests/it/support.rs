@@ -79,7 +79,7 @@ pub fn require(tool: &str) {
         .unwrap_or(false);
     assert!(
         found,
-        "{tool} is not installed; run .ci/run or install it (apt-get install aria2 opentracker transmission-cli python3-libtorrent mktorrent fuse3)"
+        "{tool} is not installed; run .ci/run or install it (scripts/install-deps.sh installs them all)"
     );
 }
 
