@@ -288,11 +288,18 @@ fn is_locked(dir: &Path) -> bool {
 
 /// Takes an exclusive lock on `f` without waiting (released when `f` is closed).
 pub(crate) fn try_lock(f: &File) -> bool {
+    flock(f, libc::LOCK_EX | libc::LOCK_NB).is_ok()
+}
+
+/// Takes an exclusive lock on `f`, waiting for it (released when `f` is closed).
+pub(crate) fn lock(f: &File) -> io::Result<()> {
+    flock(f, libc::LOCK_EX)
+}
+
+fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
     // SAFETY: flock on an fd we own.
-    unsafe {
-        libc::flock(
-            std::os::fd::AsRawFd::as_raw_fd(f),
-            libc::LOCK_EX | libc::LOCK_NB,
-        ) == 0
+    match unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(f), op) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }

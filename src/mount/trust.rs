@@ -76,7 +76,7 @@ pub struct Verdict {
 }
 
 /// Checks `release` against the trusted keys and the sequence numbers this host has
-/// accepted, without recording anything (the parent of a mount daemon, and `info`).
+/// accepted, without recording anything (the parent of a mount daemon).
 pub fn check(
     cache_dir: &Path,
     release: &Release,
@@ -109,32 +109,25 @@ pub fn accept(
         .write(true)
         .open(&lock_path)
         .map_err(store_err(&lock_path))?;
-    // SAFETY: flock on an fd we own; released when `lock` is closed.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-        return Err(store_err(&lock_path)(io::Error::last_os_error()));
-    }
+    super::cache::lock(&lock).map_err(store_err(&lock_path))?;
     let path = cache_dir.join(FILE);
     let mut record = read(&path)?;
     let verdict = judge(&record, release, signed, allow_rollback)?;
-    let entry = record
-        .entry(signed.key.to_string())
-        .or_default()
-        .entry(release.name.clone());
-    let new = Accepted {
+    if verdict
+        .previous
+        .as_ref()
+        .is_some_and(|p| p.seq >= signed.seq)
+    {
+        return Ok(verdict); // the same release again, or a deliberate rollback
+    }
+    let accepted = Accepted {
         seq: signed.seq,
         infohash: release.info_hash.to_string(),
     };
-    match entry {
-        std::collections::btree_map::Entry::Occupied(mut o) => {
-            if o.get().seq >= signed.seq {
-                return Ok(verdict); // a deliberate rollback, or the same release again
-            }
-            o.insert(new);
-        }
-        std::collections::btree_map::Entry::Vacant(v) => {
-            v.insert(new);
-        }
-    }
+    record
+        .entry(signed.key.to_string())
+        .or_default()
+        .insert(release.name.clone(), accepted);
     write(&path, &record).map_err(store_err(&path))?;
     Ok(verdict)
 }

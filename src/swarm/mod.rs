@@ -545,6 +545,7 @@ fn stats_of(t: &ManagedTorrent, allow: Option<&AllowPeers>) -> SwarmStats {
         ),
         None => (0, 0.0, 0.0, 0),
     };
+    let (peers_refused_incoming, peers_refused_outgoing) = allow.map_or((0, 0), |a| a.refused());
     SwarmStats {
         uploaded_bytes: s.uploaded_bytes,
         downloaded_bytes,
@@ -552,8 +553,8 @@ fn stats_of(t: &ManagedTorrent, allow: Option<&AllowPeers>) -> SwarmStats {
         have_bytes: s.progress_bytes,
         total_bytes: s.total_bytes,
         live_peers,
-        peers_refused_incoming: allow.map_or(0, |a| a.refused().0),
-        peers_refused_outgoing: allow.map_or(0, |a| a.refused().1),
+        peers_refused_incoming,
+        peers_refused_outgoing,
         upload_bps,
         state: s.state.to_string(),
         // librqbit's text carries a backtrace: its first line says what happened.

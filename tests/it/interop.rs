@@ -329,8 +329,8 @@ fn transmission_in_its_own_namespace_completes_from_a_swarmfs_seed() {
     require("opentracker");
     require("ip");
     let t = tempfile::tempdir().unwrap();
-    let ns = Netns::new((std::process::id() % 200) as u8 + 20);
-    let n = (std::process::id() % 200) + 20;
+    let n = (std::process::id() % 200) as u8 + 20;
+    let ns = Netns::new(n);
     let here = format!("10.213.{n}.1");
 
     // A 4 MB release announced to opentracker on the host side of the veth.
