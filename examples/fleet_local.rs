@@ -1,9 +1,14 @@
-//! The fleet, on one machine and without root: a seeder and N hosts on 127.0.0.1 in one
-//! process, each host a real swarm member (its own librqbit session, cache and piece
-//! picker), links shaped by librqbit's rate limits. Tracks the figures of
-//! ../shared/bench/fleet.sh between changes, without namespaces or FUSE:
+//! The fleet, on one machine and without root: a seeder and N hosts in one process, each
+//! host a real swarm member (its own librqbit session, cache and piece picker) with its own
+//! loopback address (127.1.x.y; the origin is 127.0.0.1), links shaped by librqbit's rate
+//! limits. The hosts find each other only through opentracker, started here (`--tracker 0`
+//! hands every host the others' addresses instead), each with the connection limit a
+//! production host has (`--max-peers`, swarmfs's default). Tracks the figures of
+//! ../shared/bench/fleet.sh between changes and reaches past its 32 hosts, without
+//! namespaces or FUSE:
 //!
 //!     cargo run --release --example fleet_local -- --hosts 4 --size-mb 64 --rate-mbit 100
+//!     cargo run --release --example fleet_local -- --hosts 256 --size-mb 4 --rate-mbit 4
 //!
 //! `--profile 1` gives every host the start-up set as its boot profile.
 //!
@@ -11,9 +16,10 @@
 //! the head of every library, a fifth of the small files and 16 page faults in the
 //! binary, in a fixed order) through the same calls the FUSE adapter makes, then waits
 //! until every piece is local. Prints one JSON line:
-//! `boot_s`/`full_s` per host, medians and maxima, the lower bounds (bytes / rate), the
-//! origin's bytes sent over the release size, the most any host received over the
-//! release size, CPU seconds per GB received and the process's peak RSS (all hosts).
+//! `boot_s`/`full_s` per host, their median, 99th percentile and maximum, the lower bounds
+//! (bytes / rate), the origin's bytes sent over the release size, the most any host
+//! received over the release size, CPU seconds per GB received and the process's peak RSS
+//! (all hosts).
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -33,6 +39,16 @@ struct Args {
     rate_mbit: u64,
     /// Mount with the start-up set as a boot profile (`mount --boot-profile`).
     profile: bool,
+    /// Find peers through opentracker (else every host is given every address).
+    tracker: bool,
+    max_peers: usize,
+    /// The origin's `seed --max-peers`.
+    origin_max_peers: usize,
+    /// Piece size in KiB (0: publish's default).
+    piece_kb: u64,
+    /// Small files in the sample (0: the sample's default). Each host keeps every cache
+    /// file it wrote open: 256 hosts of the default 64 exhaust a 20,000-descriptor limit.
+    small_files: usize,
 }
 
 fn args() -> Args {
@@ -41,6 +57,11 @@ fn args() -> Args {
         size_mb: 64,
         rate_mbit: 100,
         profile: false,
+        tracker: true,
+        max_peers: swarmfs::swarm::DEFAULT_MAX_PEERS.into(),
+        origin_max_peers: swarmfs::swarm::DEFAULT_MAX_PEERS.into(),
+        piece_kb: 0,
+        small_files: 0,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for w in v.chunks(2) {
@@ -50,9 +71,16 @@ fn args() -> Args {
             ("--size-mb", Some(n)) => a.size_mb = n,
             ("--rate-mbit", Some(n)) => a.rate_mbit = n,
             ("--profile", Some(n)) => a.profile = n != 0,
+            ("--tracker", Some(n)) => a.tracker = n != 0,
+            ("--max-peers", Some(n)) if n > 0 => a.max_peers = n as usize,
+            ("--origin-max-peers", Some(n)) if n > 0 => a.origin_max_peers = n as usize,
+            ("--piece-kb", Some(n)) => a.piece_kb = n,
+            ("--small-files", Some(n)) => a.small_files = n as usize,
             _ => {
                 eprintln!(
-                    "usage: fleet_local [--hosts N] [--size-mb MB] [--rate-mbit MBIT] [--profile 0|1]"
+                    "usage: fleet_local [--hosts N] [--size-mb MB] [--rate-mbit MBIT] [--profile 0|1] \
+                     [--tracker 0|1] [--max-peers N] [--origin-max-peers N] [--piece-kb KB] \
+                     [--small-files N]"
                 );
                 std::process::exit(2);
             }
@@ -61,9 +89,56 @@ fn args() -> Args {
     a
 }
 
-fn free_addr() -> SocketAddr {
+/// Host `h`'s own loopback address (Linux routes all of 127.0.0.0/8 to `lo`): peers tell
+/// hosts apart by address, as the picker's per-piece host order does.
+fn host_ip(h: usize) -> std::net::IpAddr {
+    let n = h as u32 + 1;
+    std::net::Ipv4Addr::new(127, 1, (n >> 8) as u8, n as u8).into()
+}
+
+/// opentracker on 127.0.0.1, serving only `info_hash`; killed on drop.
+struct Tracker(std::process::Child, String);
+
+impl Tracker {
+    fn start(dir: &std::path::Path, info_hash: &str) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("whitelist"), format!("{info_hash}\n"))?;
+        let port = free_addr(std::net::Ipv4Addr::LOCALHOST.into())
+            .port()
+            .to_string();
+        let child = std::process::Command::new("opentracker")
+            .current_dir(dir)
+            .args(["-i", "127.0.0.1", "-p", &port, "-P", &port, "-d"])
+            .arg(dir)
+            .args(["-w", "whitelist"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start opentracker (apt install opentracker, or --tracker 0)")?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "opentracker did not listen on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self(child, format!("http://{addr}/announce")))
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr(ip: std::net::IpAddr) -> SocketAddr {
     loop {
-        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let t = std::net::TcpListener::bind((ip, 0)).unwrap();
         let a = t.local_addr().unwrap();
         if std::net::UdpSocket::bind(a).is_ok() {
             return a;
@@ -159,10 +234,15 @@ async fn host(f: Arc<Fetcher>, r: Arc<Release>, reads: Arc<Vec<Read>>, t0: Insta
     (boot, t0.elapsed().as_secs_f64())
 }
 
-fn median(v: &[f64]) -> f64 {
+/// The `q` quantile (nearest rank) of `v`.
+fn quantile(v: &[f64], q: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    s[s.len() / 2]
+    s[((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1]
+}
+
+fn median(v: &[f64]) -> f64 {
+    quantile(v, 0.5)
 }
 
 fn round(x: f64) -> f64 {
@@ -172,6 +252,26 @@ fn round(x: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args();
+    // Every host's sockets and cache files are this one process's: a production host has
+    // its own limit. 256 hosts hold about 30,000 descriptors.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            let hard = lim.rlim_max;
+            // Root may raise the hard limit too; others get theirs.
+            lim.rlim_cur = hard.max(1 << 18);
+            lim.rlim_max = lim.rlim_cur;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                lim.rlim_cur = hard;
+                lim.rlim_max = hard;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    }
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -184,13 +284,16 @@ async fn main() -> anyhow::Result<()> {
         &dir,
         &SampleSpec {
             size: a.size_mb << 20,
-            small_files: (a.size_mb as usize * 8).max(64),
+            small_files: match a.small_files {
+                0 => (a.size_mb as usize * 8).max(64),
+                n => n,
+            },
             seed: 1,
         },
     )?;
     let opts = PublishOptions {
         name: None,
-        piece_length: 0, // publish's default
+        piece_length: a.piece_kb << 10, // 0: publish's default
         trackers: vec![],
         comment: None,
         creation_date: None,
@@ -218,9 +321,17 @@ async fn main() -> anyhow::Result<()> {
         Vec::new()
     };
     let rate = NonZeroU32::new((a.rate_mbit * 125_000) as u32);
-    let swarm_opts = |listen: SocketAddr, peers: Vec<SocketAddr>| SwarmOptions {
+    let tracker = if a.tracker {
+        Some(Tracker::start(
+            &t.path().join("tracker"),
+            &release.info_hash.to_string(),
+        )?)
+    } else {
+        None
+    };
+    let swarm_opts = |listen: SocketAddr, peers: Vec<SocketAddr>, max_peers| SwarmOptions {
         listen: Some(listen),
-        trackers: vec![],
+        trackers: tracker.iter().map(|t| t.1.clone()).collect(),
         peers,
         dht: false,
         lsd: false,
@@ -228,26 +339,30 @@ async fn main() -> anyhow::Result<()> {
         download_limit_bps: rate,
         announce_interval: Duration::from_secs(5),
         allow_peers: None,
+        max_peers,
     };
 
-    let origin_addr = free_addr();
+    let origin_addr = free_addr(std::net::Ipv4Addr::LOCALHOST.into());
     let origin = Seeder::start(
         release.clone(),
         dir.clone(),
-        &swarm_opts(origin_addr, vec![]),
+        &swarm_opts(origin_addr, vec![], a.origin_max_peers),
     )
     .await?;
     // Every host starts at t0, as the fleet benchmark's mounts do: joining the swarm is
     // part of a host's time, and no host prefetches before the others start.
-    let hosts: Vec<SocketAddr> = (0..a.hosts).map(|_| free_addr()).collect();
+    let hosts: Vec<SocketAddr> = (0..a.hosts).map(|h| free_addr(host_ip(h))).collect();
     let t0 = Instant::now();
     let tasks: Vec<_> = hosts
         .iter()
         .enumerate()
         .map(|(h, &listen)| {
-            let mut peers = vec![origin_addr];
-            peers.extend(hosts.iter().filter(|&&p| p != listen));
-            let opts = swarm_opts(listen, peers);
+            let mut peers = Vec::new();
+            if tracker.is_none() {
+                peers.push(origin_addr);
+                peers.extend(hosts.iter().filter(|&&p| p != listen));
+            }
+            let opts = swarm_opts(listen, peers, a.max_peers);
             let cache = t.path().join(format!("cache-{h}"));
             let (release, reads, boot_pieces) =
                 (release.clone(), reads.clone(), boot_pieces.clone());
@@ -297,12 +412,20 @@ async fn main() -> anyhow::Result<()> {
         "hosts": a.hosts,
         "size_bytes": release.total_length,
         "rate_mbit": a.rate_mbit,
+        "files": release.entries.iter().filter(|e| matches!(e.kind, EntryKind::File { .. })).count(),
+        "piece_bytes": release.piece_length,
+        "tracker": a.tracker,
+        "max_peers": a.max_peers,
+        "origin_max_peers": a.origin_max_peers,
         "boot_profile": a.profile,
         "boot_reads": reads.len(),
         "boot_piece_bytes": boot_bytes,
         "boot_s": boot,
         "boot_median_s": median(&boot),
+        "boot_p99_s": quantile(&boot, 0.99),
         "full_s": full,
+        "full_median_s": median(&full),
+        "full_p99_s": quantile(&full, 0.99),
         "full_max_s": full.iter().cloned().fold(0.0, f64::max),
         "lb_boot_s": round(boot_bytes as f64 / bps),
         "lb_full_s": round(size / bps),

@@ -28,6 +28,8 @@ pub struct SeedArgs {
 #[derive(Debug, Args)]
 pub struct SwarmArgs {
     /// Address for incoming peer connections, TCP and uTP [default: 0.0.0.0 and a free port].
+    /// A specific address is also the one outgoing peer connections and tracker requests
+    /// leave from.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
     /// Extra tracker to announce to (repeatable), besides the torrent's own.
@@ -39,6 +41,11 @@ pub struct SwarmArgs {
     /// Upload limit in bytes per second (e.g. 10M).
     #[arg(long, value_parser = super::parse_rate)]
     pub upload_limit: Option<NonZeroU32>,
+    /// Download limit in bytes per second (e.g. 10M), to keep a deploy from taking a busy
+    /// server's whole link. Below 100 Mbit/s the swarm's waits stretch and its request
+    /// windows shrink in proportion, so requests do not queue behind the limit.
+    #[arg(long, value_parser = super::parse_rate)]
+    pub download_limit: Option<NonZeroU32>,
     /// Join the public mainline DHT. Off by default: a private fleet must not announce its code.
     #[arg(long)]
     pub dht: bool,
@@ -56,6 +63,13 @@ pub struct SwarmArgs {
     /// counted in `status` and the metrics [default: any address].
     #[arg(long, value_name = "CIDR,...", value_parser = parse_allow)]
     pub allow_peers: Option<std::sync::Arc<AllowPeers>>,
+    /// Peers connected at once, per release, incoming and outgoing together: past it,
+    /// connections are refused (counted in `status` and the metrics) and dialling waits for
+    /// a free slot. Bounds what each host spends on a large fleet: a few dozen peers give a
+    /// fleet of ten thousand a path of three or four hops from the origin.
+    #[arg(long, value_name = "N", default_value_t = crate::swarm::DEFAULT_MAX_PEERS,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_peers: u16,
 }
 
 fn parse_allow(s: &str) -> Result<std::sync::Arc<AllowPeers>, String> {
@@ -76,9 +90,10 @@ impl SwarmArgs {
             dht: self.dht,
             lsd: !self.no_lsd,
             upload_limit_bps: self.upload_limit,
-            download_limit_bps: None,
+            download_limit_bps: self.download_limit,
             announce_interval: self.announce_interval,
             allow_peers: self.allow_peers.clone(),
+            max_peers: usize::from(self.max_peers),
         }
     }
 }
@@ -143,6 +158,7 @@ pub fn serve_until_signal(rel: Arc<Release>, dir: PathBuf, swarm: &SwarmArgs) ->
                         info!(uploaded = s.uploaded_bytes, peers = s.live_peers,
                               refused_incoming = s.peers_refused_incoming,
                               refused_outgoing = s.peers_refused_outgoing,
+                              over_max_peers = s.peers_over_limit,
                               upload_bps = s.upload_bps as u64, state = %s.state, "seed progress");
                     }
                     if let Some(e) = s.error {
@@ -151,7 +167,12 @@ pub fn serve_until_signal(rel: Arc<Release>, dir: PathBuf, swarm: &SwarmArgs) ->
                 }
             }
         }
-        info!("stopping");
+        let s = seeder.stats();
+        info!(
+            uploaded = s.uploaded_bytes,
+            over_max_peers = s.peers_over_limit,
+            "stopping"
+        );
         seeder.shutdown().await;
         Ok(())
     })

@@ -77,6 +77,9 @@ fn print(s: &Status, json: bool) {
                 " (refused by --allow-peers: {} incoming, {} not dialled)",
                 s.peers_refused_incoming, s.peers_refused_outgoing
             ),
+        } + &match s.peers_over_limit {
+            0 => String::new(),
+            n => format!(" ({n} refused at --max-peers)"),
         },
         s.download_bps / 1048576.0,
         s.upload_bps / 1048576.0,

@@ -48,6 +48,8 @@ pub fn update(s: &Status) {
         .absolute(s.peers_refused_incoming);
     counter!("swarmfs_peers_refused_total", "direction" => "outgoing")
         .absolute(s.peers_refused_outgoing);
+    counter!("swarmfs_peers_refused_total", "direction" => "over_max_peers")
+        .absolute(s.peers_over_limit);
     counter!("swarmfs_bytes_on_demand_total").absolute(s.swarm_read_bytes);
     counter!("swarmfs_bytes_downloaded_total").absolute(s.downloaded_bytes);
     counter!("swarmfs_bytes_prefetched_total")

@@ -53,6 +53,9 @@ pub struct Status {
     pub peers_refused_incoming: u64,
     #[serde(default)]
     pub peers_refused_outgoing: u64,
+    /// Incoming connections refused because `--max-peers` were connected.
+    #[serde(default)]
+    pub peers_over_limit: u64,
     pub download_bps: f64,
     pub upload_bps: f64,
     pub passthrough_opens: u64,
@@ -148,6 +151,7 @@ impl MountInfo {
             peers: s.live_peers,
             peers_refused_incoming: s.peers_refused_incoming,
             peers_refused_outgoing: s.peers_refused_outgoing,
+            peers_over_limit: s.peers_over_limit,
             download_bps: s.download_bps,
             upload_bps: s.upload_bps,
             passthrough_opens: self.stats.passthrough_opens.load(Ordering::Relaxed),

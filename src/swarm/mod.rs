@@ -56,7 +56,14 @@ pub struct SwarmOptions {
     pub announce_interval: Duration,
     /// Which addresses may be peers (`--allow-peers`); `None`: any.
     pub allow_peers: Option<Arc<AllowPeers>>,
+    /// Peers connected at once per release (`--max-peers`).
+    pub max_peers: usize,
 }
+
+/// `--max-peers`'s default: librqbit's own 128 makes a 256-host fleet on one machine a
+/// near-complete graph of 30,000 connections; Kraken keeps 10 per blob, Dragonfly 4
+/// parents. 50 keeps every fleet the benchmarks run (up to 32 hosts) a full mesh.
+pub const DEFAULT_MAX_PEERS: u16 = 50;
 
 /// Why the swarm could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +98,8 @@ pub struct SwarmStats {
     /// Connections refused by `--allow-peers`: incoming, and addresses not dialled.
     pub peers_refused_incoming: u64,
     pub peers_refused_outgoing: u64,
+    /// Incoming connections refused because `--max-peers` were connected.
+    pub peers_over_limit: u64,
     pub upload_bps: f64,
     pub state: String,
     pub error: Option<String>,
@@ -151,7 +160,7 @@ impl Seeder {
     }
 
     pub fn stats(&self) -> SwarmStats {
-        stats_of(&self.torrent, self.allow_peers.as_deref())
+        stats_of(&self.session, &self.torrent, self.allow_peers.as_deref())
     }
 
     /// Stops serving: closes connections and listeners.
@@ -200,13 +209,16 @@ impl Fetcher {
             let session = new_session(data_dir.clone(), opts).await?;
             let checking = Arc::new(std::sync::atomic::AtomicBool::new(true));
             let write_errno = Arc::new(std::sync::atomic::AtomicI32::new(0));
-            let picker = Arc::new(picker::Picker::new(
-                &release,
-                pieces.clone(),
-                opts.listen.map(|a| a.ip()),
-                boot,
-                deferred.clone(),
-            ));
+            let picker = Arc::new(
+                picker::Picker::new(
+                    &release,
+                    pieces.clone(),
+                    opts.listen.map(|a| a.ip()),
+                    boot,
+                    deferred.clone(),
+                )
+                .with_download_limit(opts.download_limit_bps),
+            );
             picker.exchange_profiles(release.clone(), profiles);
             let factory = cache_storage::CacheStorageFactory {
                 release: release.clone(),
@@ -340,7 +352,7 @@ impl Fetcher {
     }
 
     pub fn stats(&self) -> SwarmStats {
-        let mut s = stats_of(&self.torrent, self.allow_peers.as_deref());
+        let mut s = stats_of(&self.session, &self.torrent, self.allow_peers.as_deref());
         if let Some(why) = self.halted.borrow().clone() {
             s.error = Some(why);
         }
@@ -534,7 +546,7 @@ pub async fn fetch_metadata(magnet: &str, opts: &SwarmOptions) -> Result<Vec<u8>
     }
 }
 
-fn stats_of(t: &ManagedTorrent, allow: Option<&AllowPeers>) -> SwarmStats {
+fn stats_of(session: &Session, t: &ManagedTorrent, allow: Option<&AllowPeers>) -> SwarmStats {
     let s = t.stats();
     let (live_peers, upload_bps, download_bps, downloaded_bytes) = match &s.live {
         Some(live) => (
@@ -555,6 +567,7 @@ fn stats_of(t: &ManagedTorrent, allow: Option<&AllowPeers>) -> SwarmStats {
         live_peers,
         peers_refused_incoming,
         peers_refused_outgoing,
+        peers_over_limit: session.stats_snapshot().counters.refused_over_peer_limit,
         upload_bps,
         state: s.state.to_string(),
         // librqbit's text carries a backtrace: its first line says what happened.
@@ -607,6 +620,8 @@ async fn new_session(
             .allow_peers
             .clone()
             .map(|a| a as Arc<dyn librqbit::PeerFilter>),
+        peer_limit: Some(opts.max_peers.max(1)),
+        source_ip: Some(listen_addr.ip()).filter(|ip| !ip.is_unspecified()),
         ..Default::default()
     };
     Session::new_with_opts(default_folder, session_opts)

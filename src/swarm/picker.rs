@@ -111,6 +111,21 @@ const STAGGER_RANKS: usize = 4;
 /// At most this many read-ahead pieces are kept (32 MiB of 256 KiB pieces).
 const MAX_AHEAD: usize = 128;
 
+/// The link rate the timings and windows above were measured at (100 Mbit/s, bytes/s).
+const REFERENCE_RATE: u64 = 12_500_000;
+
+/// On a host whose download is limited below [`REFERENCE_RATE`], a chunk takes longer in
+/// proportion: the waits above stretch and the request windows shrink by this factor
+/// (1: not limited, or limited above it). 8 hosts, 4 MB, 1 Mbit/s, 32 KiB pieces, at
+/// 1 Mbit/s a queue of 24 chunks is 3 s: unscaled, reads waited behind it, the origin's
+/// pieces were asked of a second host after 300 ms each time, and the origin sent 5.6
+/// copies (docs/benchmarks.md, "A fleet of hundreds on one machine").
+fn slowdown(download_limit: Option<std::num::NonZeroU32>) -> u32 {
+    download_limit.map_or(1, |r| {
+        (REFERENCE_RATE / u64::from(r.get())).clamp(1, 1000) as u32
+    })
+}
+
 pub struct Picker {
     /// Pieces readers wait on, in the order the reads came, with how many wait on each
     /// and since when.
@@ -136,6 +151,8 @@ pub struct Picker {
     /// (milliseconds since `started`, plus one; 0: not yet), for the background stagger.
     first_candidate: Vec<std::sync::atomic::AtomicU32>,
     started: Instant,
+    /// [`slowdown`] of this host's download limit.
+    slowdown: u32,
 }
 
 impl Picker {
@@ -168,7 +185,15 @@ impl Picker {
             started: Instant::now(),
             pieces,
             deferred,
+            slowdown: 1,
         }
+    }
+
+    /// The host's download is limited to `limit` bytes/s: waits stretch and windows
+    /// shrink in proportion below 100 Mbit/s ([`slowdown`]).
+    pub fn with_download_limit(mut self, limit: Option<std::num::NonZeroU32>) -> Picker {
+        self.slowdown = slowdown(limit);
+        self
     }
 
     /// Whether `piece` is being rebuilt from local data now.
@@ -434,16 +459,18 @@ impl librqbit::piece_picker::PiecePicker for Picker {
     }
 
     fn urgent_steal_after(&self) -> Option<std::time::Duration> {
-        Some(URGENT_STEAL_AFTER)
+        Some(URGENT_STEAL_AFTER * self.slowdown)
     }
 
     fn seeder_request_window(&self) -> Option<usize> {
         // Only while no read waits: a read's piece queues behind the whole window.
-        self.background_allowed().then_some(SEEDER_WINDOW)
+        self.background_allowed()
+            .then_some((SEEDER_WINDOW / self.slowdown as usize).max(2))
     }
 
     fn peer_request_window(&self, live_peers: usize) -> Option<usize> {
-        Some((PEER_WINDOW_BUDGET / live_peers.max(1)).clamp(PEER_WINDOW_FLOOR, PEER_WINDOW))
+        let budget = (PEER_WINDOW_BUDGET / self.slowdown as usize).max(1);
+        Some((budget / live_peers.max(1)).clamp(PEER_WINDOW_FLOOR, PEER_WINDOW.min(budget.max(2))))
     }
 
     fn may_ask_seeder(&self, piece: u32, peers: &[IpAddr]) -> bool {
@@ -454,14 +481,16 @@ impl librqbit::piece_picker::PiecePicker for Picker {
                 .find(|(p, _, _)| *p == piece)
                 .map(|&(_, _, since)| since)
         };
-        if self.fetched_elsewhere_within(piece, FETCHING_HOLDS_READS) {
+        if self.fetched_elsewhere_within(piece, FETCHING_HOLDS_READS * self.slowdown) {
             return false;
         }
         let rank = seeder_rank(piece, me, peers);
         match since {
             // A read waits: this host's turn comes after `rank` others had theirs (at
             // most STAGGER_RANKS: a host reading alone in a large fleet waits no longer).
-            Some(since) => since.elapsed() >= SEEDER_STAGGER * rank.min(STAGGER_RANKS) as u32,
+            Some(since) => {
+                since.elapsed() >= SEEDER_STAGGER * self.slowdown * rank.min(STAGGER_RANKS) as u32
+            }
             // Read-ahead is a guess: only the first host in the piece's order asks the
             // origin (the others read it from that host, or ask once they wait on it).
             None => rank == 0,
@@ -474,13 +503,13 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         }
         let mut f = self.fetching.lock().expect("not poisoned");
         if f.len() >= 4096 {
-            f.retain(|_, t| t.elapsed() < FETCHING_HOLDS);
+            f.retain(|_, t| t.elapsed() < FETCHING_HOLDS * self.slowdown);
         }
         f.insert(piece, Instant::now());
     }
 
     fn fetching_elsewhere(&self, piece: u32) -> bool {
-        self.fetched_elsewhere_within(piece, FETCHING_HOLDS)
+        self.fetched_elsewhere_within(piece, FETCHING_HOLDS * self.slowdown)
     }
 
     fn may_ask_seeder_in_background(&self, piece: u32, peers: &[IpAddr]) -> bool {
@@ -501,13 +530,13 @@ impl librqbit::piece_picker::PiecePicker for Picker {
             Err(t) => t,
         };
         let waited = Duration::from_millis((now - first) as u64);
-        let turns = SEEDER_STAGGER * STAGGER_RANKS as u32;
-        if waited >= turns {
+        let turn = SEEDER_STAGGER * self.slowdown;
+        if waited >= turn * STAGGER_RANKS as u32 {
             return true;
         }
         let Some(me) = self.me else { return true };
         let rank = seeder_rank(piece, me, peers).min(STAGGER_RANKS);
-        waited >= SEEDER_STAGGER * rank as u32
+        waited >= turn * rank as u32
     }
 
     /// Once this host has booted, the `have`s of pieces outside the boot profile may

@@ -10,5 +10,6 @@ mod layers;
 mod learn;
 mod mount;
 mod publish;
+mod scale;
 mod support;
 mod trust;

@@ -483,6 +483,10 @@ pub struct SessionOptions {
     pub allowlist_url: Option<String>,
     /// swarmfs patch: which addresses may be peers ([`PeerFilter`]); `None`: any.
     pub peer_filter: Option<Arc<dyn PeerFilter>>,
+    /// swarmfs patch: outgoing TCP connections and HTTP tracker requests leave from this
+    /// address (a host with several, or many hosts on one machine's loopback range);
+    /// `None`: the system's choice.
+    pub source_ip: Option<std::net::IpAddr>,
 
     // The list of tracker URLs to always use for each torrent.
     pub trackers: HashSet<url::Url>,
@@ -524,6 +528,7 @@ impl Default for SessionOptions {
             blocklist_url: None,
             allowlist_url: None,
             peer_filter: None,
+            source_ip: None,
             trackers: HashSet::new(),
             peer_limit: None,
             #[cfg(feature = "disable-upload")]
@@ -739,6 +744,10 @@ impl Session {
                     if let Some(bd) = opts.bind_device_name.as_ref() {
                         b = b.interface(bd);
                     }
+                    // swarmfs patch: see `SessionOptions::source_ip`.
+                    if let Some(ip) = opts.source_ip {
+                        b = b.local_address(ip);
+                    }
                     b
                 };
 
@@ -756,6 +765,7 @@ impl Session {
                     bind_device: bind_device.clone(),
                     ipv4_only: opts.ipv4_only,
                     peer_filter: opts.peer_filter.clone(),
+                    source_ip: opts.source_ip,
                 })
                 .await
                 .context("error creating stream connector")?,

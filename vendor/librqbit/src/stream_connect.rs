@@ -67,6 +67,8 @@ pub(crate) struct StreamConnectorArgs {
     pub ipv4_only: bool,
     /// swarmfs patch: addresses the application refuses are never dialled.
     pub peer_filter: Option<Arc<dyn crate::session::PeerFilter>>,
+    /// swarmfs patch: the address outgoing TCP connections leave from.
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl SocksProxyConfig {
@@ -138,6 +140,8 @@ pub(crate) struct StreamConnector {
     stats: ConnectStatsAtomic,
     ipv4_only: bool,
     peer_filter: Option<Arc<dyn crate::session::PeerFilter>>,
+    /// swarmfs patch: see [`crate::SessionOptions::source_ip`].
+    source_ip: Option<std::net::IpAddr>,
 }
 
 impl StreamConnector {
@@ -164,6 +168,7 @@ impl StreamConnector {
             stats: Default::default(),
             ipv4_only: config.ipv4_only,
             peer_filter: config.peer_filter,
+            source_ip: config.source_ip,
         })
     }
 
@@ -193,6 +198,24 @@ impl StreamConnector {
         &self,
         addr: SocketAddr,
     ) -> librqbit_dualstack_sockets::Result<tokio::net::TcpStream> {
+        // swarmfs patch: leave from the session's own address (its tracker requests do
+        // too), so peers see one address per host however many it has.
+        if let Some(ip) = self.source_ip.filter(|ip| ip.is_ipv4() == addr.is_ipv4()) {
+            use librqbit_dualstack_sockets::Error;
+            let connect = async {
+                let sock = if ip.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+                .map_err(Error::SocketNew)?;
+                sock.bind(SocketAddr::new(ip, 0)).map_err(Error::Bind)?;
+                sock.connect(addr).await.map_err(Error::Connect)
+            };
+            return self
+                .with_stat(ConnectionKind::Tcp, addr.is_ipv6(), connect)
+                .await;
+        }
         self.with_stat(
             ConnectionKind::Tcp,
             addr.is_ipv6(),

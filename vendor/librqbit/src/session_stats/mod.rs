@@ -16,7 +16,9 @@ gen_stats!(SessionCountersAtomic SessionCountersSnapshot, [
     fetched_bytes u64,
     uploaded_bytes u64,
     blocked_incoming u64,
-    blocked_outgoing u64
+    blocked_outgoing u64,
+    // swarmfs patch: incoming connections refused at the torrent's `peer_limit`.
+    refused_over_peer_limit u64
 ], []);
 
 pub struct SessionStats {

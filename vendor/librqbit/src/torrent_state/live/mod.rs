@@ -436,6 +436,11 @@ impl TorrentStateLive {
             Ok(permit) => permit,
             Err(_) => {
                 debug!("limit of live peers reached, dropping incoming peer");
+                // swarmfs patch: counted, for the application's status.
+                self.session_stats
+                    .counters
+                    .refused_over_peer_limit
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.peers.with_peer(checked_peer.addr, |p| {
                     atomic_inc(&p.stats.counters.incoming_connections);
                 });

@@ -1,0 +1,628 @@
+//! A fleet too large for one machine, modelled: a piece-level simulation of a release
+//! spreading from one origin to N hosts, calibrated against fleets of the real code
+//! (`examples/fleet_local`, up to 256 hosts here), then run at 1,000 to 100,000 hosts, flat
+//! and in racks.
+//!
+//!     cargo run --release --example fleet_model -- --calibrate docs/scale/measured.jsonl \
+//!         --svg docs/scale/model.svg
+//!
+//! The model, in slots of one piece time (a piece at a host's full rate): each slot every
+//! host sends at most one piece and receives at most one (links are symmetric, rate r);
+//! the origin sends `--origin-rate` pieces per slot (default 1, one host's link). Hosts know
+//! `--max-peers` others (a random graph, as a tracker's random handout builds it; the
+//! origin is known to the first `--max-peers` hosts to connect). The policy is swarmfs's
+//! picker's ([`swarmfs::swarm::picker`]): the boot set first (every host reads the same
+//! start-up pieces), each host in its own shuffled order; then the rarest of the pieces its
+//! peers offer, ties at random; a piece some peer has is never asked of the origin.
+//! Racks (`--rack 40`): a rack's uplink carries a quarter of its hosts' rate, each way;
+//! with `--locality`, half of a host's peers are in its rack (swarmfs prefers peers in
+//! its own subnet) and a piece is taken from a peer in the rack when one has it.
+//!
+//! Calibration: the measured fleets' full times come out of slots times two factors
+//! fitted here, an efficiency (the share of the link the real code uses: request
+//! windows, chokes, hashing) and a start-up time (tracker, connections). Each measured
+//! run is printed beside the model's and the error; the table then uses the fit.
+
+use std::fmt::Write as _;
+
+/// One run's shape.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    hosts: usize,
+    pieces: usize,
+    /// Pieces every host reads first (the boot set).
+    boot: usize,
+    max_peers: usize,
+    /// Pieces the origin sends per slot.
+    origin_rate: usize,
+    /// Hosts per rack (0: flat).
+    rack: usize,
+    /// Half the peers in the rack, the rack's peers asked first.
+    locality: bool,
+    /// Hosts take the boot set in an order of their own (a boot profile, a shuffled
+    /// tier); without one every host reads it in the same order, as its start-up does.
+    profile: bool,
+    /// Hosts the origin serves at once (`seed --max-peers`).
+    origin_peers: usize,
+    seed: u64,
+}
+
+/// What one run gives, in slots.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// Slot at which each host held every piece.
+    full: Vec<u32>,
+    /// Slot at which each host held its boot set.
+    boot: Vec<u32>,
+    origin_pieces: u64,
+    /// Pieces that crossed a rack uplink.
+    cross_rack: u64,
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+const ORIGIN: u32 = u32::MAX;
+
+/// The peers of each host: a random graph of degree up to `max_peers` (each host dials
+/// random others until it has half its slots filled, as hosts that learn of peers from a
+/// tracker and accept whoever dials them do), half of them in the host's rack with
+/// locality.
+fn graph(s: &Shape, rng: &mut Rng) -> Vec<Vec<u32>> {
+    let n = s.hosts;
+    let mut peers: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let want = s.max_peers.min(n - 1);
+    let dial = want.div_ceil(2).max(1);
+    for h in 0..n {
+        let mut tries = 0;
+        while peers[h].len() < dial && tries < 8 * want + 16 {
+            tries += 1;
+            let same_rack = s.locality && s.rack > 1 && peers[h].len() % 2 == 0;
+            let o = if same_rack {
+                let base = h / s.rack * s.rack;
+                let size = s.rack.min(n - base);
+                base + rng.below(size)
+            } else {
+                rng.below(n)
+            };
+            if o == h || peers[h].contains(&(o as u32)) || peers[o].len() >= s.max_peers {
+                continue;
+            }
+            peers[h].push(o as u32);
+            peers[o].push(h as u32);
+        }
+    }
+    peers
+}
+
+/// Runs the model to the slot at which every host holds every piece.
+fn simulate(s: &Shape) -> Outcome {
+    let (n, m) = (s.hosts, s.pieces);
+    let mut rng = Rng(s.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let peers = graph(s, &mut rng);
+    // The origin: known to the first `max_peers` hosts (a random set).
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    rng.shuffle(&mut order);
+    let mut knows_origin = vec![false; n];
+    for &h in order.iter().take(s.origin_peers) {
+        knows_origin[h as usize] = true;
+    }
+    let words = m.div_ceil(64);
+    let mut have = vec![0u64; n * words];
+    let has = |have: &[u64], h: usize, p: usize| have[h * words + p / 64] >> (p % 64) & 1 == 1;
+    // Each host's missing pieces: its boot pieces (shuffled) ahead of the rest.
+    let mut missing: Vec<Vec<u32>> = (0..n)
+        .map(|_| {
+            let mut b: Vec<u32> = (0..s.boot as u32).collect();
+            if s.profile {
+                rng.shuffle(&mut b);
+            }
+            let mut r: Vec<u32> = (s.boot as u32..m as u32).collect();
+            rng.shuffle(&mut r);
+            b.extend(r);
+            b
+        })
+        .collect();
+    // How many hosts hold each piece (rarest first; in a random graph of tens of peers
+    // the fleet's count orders pieces as a host's peers' counts do).
+    let mut count = vec![0u32; m];
+    let rack_of = |h: usize| if s.rack > 0 { h / s.rack } else { 0 };
+    let racks = if s.rack > 0 { n.div_ceil(s.rack) } else { 1 };
+    let uplink = (s.rack / 4).max(1) as u32;
+    let mut out = Outcome {
+        full: vec![0; n],
+        boot: vec![0; n],
+        ..Default::default()
+    };
+    let mut left = n;
+    let mut sent = vec![false; n];
+    let mut rack_up = vec![0u32; racks];
+    let mut rack_down = vec![0u32; racks];
+    let mut arrivals: Vec<(u32, u32)> = Vec::new();
+    let mut hosts: Vec<u32> = (0..n as u32).collect();
+    let mut slot = 0u32;
+    while left > 0 {
+        slot += 1;
+        sent.iter_mut().for_each(|x| *x = false);
+        rack_up.iter_mut().for_each(|x| *x = 0);
+        rack_down.iter_mut().for_each(|x| *x = 0);
+        let mut origin_left = s.origin_rate;
+        rng.shuffle(&mut hosts);
+        for &h in &hosts {
+            let h = h as usize;
+            let miss = &missing[h];
+            if miss.is_empty() {
+                continue;
+            }
+            // The boot set in order of this host's shuffle, then the rarest of a few
+            // pieces tried at random.
+            let booting = out.boot[h] == 0 && (miss[0] as usize) < s.boot;
+            let tries = if booting { miss.len().min(4) } else { 6 };
+            let mut best: Option<(u32, usize, u32)> = None; // (count, index in miss, source)
+            for t in 0..tries.min(miss.len()) {
+                let i = if booting { t } else { rng.below(miss.len()) };
+                let p = miss[i] as usize;
+                if booting && p >= s.boot {
+                    break;
+                }
+                if best.is_some_and(|(c, _, _)| c <= count[p]) {
+                    continue;
+                }
+                // A free peer holding it, the rack's first with locality.
+                let ps = &peers[h];
+                let start = if ps.is_empty() {
+                    0
+                } else {
+                    rng.below(ps.len())
+                };
+                let mut src: Option<u32> = None;
+                for k in 0..ps.len() {
+                    let o = ps[(start + k) % ps.len()] as usize;
+                    if sent[o] || !has(&have, o, p) {
+                        continue;
+                    }
+                    let cross = s.rack > 0 && rack_of(o) != rack_of(h);
+                    if cross && (rack_up[rack_of(o)] >= uplink || rack_down[rack_of(h)] >= uplink) {
+                        continue;
+                    }
+                    let better = match src {
+                        None => true,
+                        Some(x) => {
+                            s.locality && s.rack > 0 && rack_of(x as usize) != rack_of(h) && !cross
+                        }
+                    };
+                    if better {
+                        src = Some(o as u32);
+                        if !s.locality || !cross {
+                            break;
+                        }
+                    }
+                }
+                // The origin only for a piece no peer of this host has.
+                if src.is_none() && knows_origin[h] && origin_left > 0 {
+                    let anyone = ps.iter().any(|&o| has(&have, o as usize, p));
+                    if !anyone {
+                        src = Some(ORIGIN);
+                    }
+                }
+                if let Some(src) = src {
+                    best = Some((count[p], i, src));
+                    if booting {
+                        break;
+                    }
+                }
+            }
+            let Some((_, i, src)) = best else { continue };
+            let p = missing[h].remove(i);
+            if src == ORIGIN {
+                origin_left -= 1;
+                out.origin_pieces += 1;
+            } else {
+                let o = src as usize;
+                sent[o] = true;
+                if s.rack > 0 && rack_of(o) != rack_of(h) {
+                    rack_up[rack_of(o)] += 1;
+                    rack_down[rack_of(h)] += 1;
+                    out.cross_rack += 1;
+                }
+            }
+            arrivals.push((h as u32, p));
+        }
+        for (h, p) in arrivals.drain(..) {
+            let (h, p) = (h as usize, p as usize);
+            have[h * words + p / 64] |= 1 << (p % 64);
+            count[p] += 1;
+            if out.boot[h] == 0 && missing[h].first().is_none_or(|&q| q as usize >= s.boot) {
+                out.boot[h] = slot;
+            }
+            if missing[h].is_empty() && out.full[h] == 0 {
+                out.full[h] = slot;
+                left -= 1;
+            }
+        }
+        if slot > 100 * (m as u32 + 64) {
+            panic!("the model stalled: {left} hosts incomplete at slot {slot} ({s:?})");
+        }
+    }
+    out
+}
+
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    s[((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1]
+}
+
+/// A measured fleet (a line of `fleet_local`'s output).
+struct Measured {
+    shape: Shape,
+    /// Seconds per slot at the full rate.
+    slot_s: f64,
+    full: [f64; 3],
+    origin: f64,
+    line: String,
+}
+
+fn measured(path: &str) -> anyhow::Result<Vec<Measured>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the measured runs {path}: {e}"))?;
+    let mut v = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let j: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("{path}:{}: not a fleet_local JSON line: {e}", i + 1))?;
+        let f = |k: &str| {
+            j[k].as_f64()
+                .ok_or_else(|| anyhow::anyhow!("{path}:{}: no number {k:?}", i + 1))
+        };
+        let piece = f("piece_bytes")?;
+        let size = f("size_bytes")?;
+        let rate = f("rate_mbit")? * 125_000.0;
+        let shape = Shape {
+            hosts: f("hosts")? as usize,
+            pieces: (size / piece).ceil() as usize,
+            boot: (f("boot_piece_bytes")? / piece) as usize,
+            max_peers: f("max_peers")? as usize,
+            origin_rate: 1,
+            rack: 0,
+            locality: false,
+            profile: j["boot_profile"].as_bool().unwrap_or(false),
+            origin_peers: j["origin_max_peers"].as_f64().unwrap_or(50.0) as usize,
+            seed: 1,
+        };
+        v.push(Measured {
+            shape,
+            slot_s: piece / rate,
+            full: [f("full_median_s")?, f("full_p99_s")?, f("full_max_s")?],
+            origin: f("origin_tx_ratio")?,
+            line: format!(
+                "{} hosts, {:.1} MB, {} Mbit/s",
+                shape.hosts,
+                size / 1e6,
+                f("rate_mbit")?
+            ),
+        });
+    }
+    anyhow::ensure!(!v.is_empty(), "{path} holds no measured run");
+    Ok(v)
+}
+
+/// The model's full times (median, p99, max) in slots, and origin copies.
+fn model_of(s: &Shape) -> ([f64; 3], f64, [f64; 2]) {
+    let o = simulate(s);
+    let full: Vec<f64> = o.full.iter().map(|&x| x as f64).collect();
+    let boot: Vec<f64> = o.boot.iter().map(|&x| x as f64).collect();
+    (
+        [
+            quantile(&full, 0.5),
+            quantile(&full, 0.99),
+            quantile(&full, 1.0),
+        ],
+        o.origin_pieces as f64 / s.pieces as f64,
+        [quantile(&boot, 0.5), quantile(&boot, 0.99)],
+    )
+}
+
+/// Fits seconds = start + slots * slot_s / efficiency by least squares over the runs'
+/// median, p99 and max (relative errors), on a grid.
+fn calibrate(runs: &[Measured], modelled: &[[f64; 3]]) -> (f64, f64) {
+    let mut best = (f64::MAX, 1.0, 0.0);
+    for e in (20..=100).map(|x| x as f64 / 100.0) {
+        for st in (0..=100).map(|x| x as f64 / 10.0) {
+            let mut err = 0.0;
+            for (r, m) in runs.iter().zip(modelled) {
+                for k in 0..3 {
+                    let t = st + m[k] * r.slot_s / e;
+                    err += ((t - r.full[k]) / r.full[k]).powi(2);
+                }
+            }
+            if err < best.0 {
+                best = (err, e, st);
+            }
+        }
+    }
+    (best.1, best.2)
+}
+
+struct Row {
+    hosts: usize,
+    rack: bool,
+    full: [f64; 3],
+    boot: [f64; 2],
+    origin: f64,
+    cross: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut calibrate_from = None;
+    let mut svg = None;
+    let mut max_peers = usize::from(swarmfs::swarm::DEFAULT_MAX_PEERS);
+    let mut origin_peers = max_peers;
+    let mut profile = false;
+    let mut sizes = vec![1000usize, 2600, 10_000, 100_000];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for w in args.chunks(2) {
+        match (w[0].as_str(), w.get(1)) {
+            ("--calibrate", Some(p)) => calibrate_from = Some(p.clone()),
+            ("--svg", Some(p)) => svg = Some(p.clone()),
+            ("--max-peers", Some(n)) => max_peers = n.parse()?,
+            ("--origin-max-peers", Some(n)) => origin_peers = n.parse()?,
+            ("--profile", Some(n)) => profile = n != "0",
+            ("--hosts", Some(l)) => {
+                sizes = l.split(',').map(str::parse).collect::<Result<_, _>>()?
+            }
+            _ => {
+                eprintln!(
+                    "usage: fleet_model [--calibrate MEASURED.jsonl] [--svg OUT.svg] \
+                     [--max-peers N] [--origin-max-peers N] [--profile 0|1] [--hosts N,N,...]"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    // Calibration against the measured fleets.
+    let (eff, start) = match &calibrate_from {
+        Some(path) => {
+            let runs = measured(path)?;
+            let modelled: Vec<[f64; 3]> = runs.iter().map(|r| model_of(&r.shape).0).collect();
+            let (eff, start) = calibrate(&runs, &modelled);
+            println!(
+                "calibration on {} measured runs ({path}): efficiency {eff:.2}, start-up {start:.1} s",
+                runs.len()
+            );
+            println!(
+                "{:<28} {:>22} {:>22} {:>8} {:>14}",
+                "measured run", "full p50/p99/max (s)", "model (s)", "worst", "origin / model"
+            );
+            for (r, m) in runs.iter().zip(&modelled) {
+                let t: Vec<f64> = m.iter().map(|x| start + x * r.slot_s / eff).collect();
+                let worst = (0..3)
+                    .map(|k| (t[k] - r.full[k]) / r.full[k] * 100.0)
+                    .fold(0.0f64, |a, b| if b.abs() > a.abs() { b } else { a });
+                let origin_model = model_of(&r.shape).1;
+                println!(
+                    "{:<28} {:>6.1} {:>6.1} {:>6.1}   {:>6.1} {:>6.1} {:>6.1} {:>+7.0}% {:>6.2} / {:.2}",
+                    r.line, r.full[0], r.full[1], r.full[2], t[0], t[1], t[2], worst, r.origin,
+                    origin_model
+                );
+            }
+            (eff, start)
+        }
+        None => (1.0, 0.0),
+    };
+    // The table: 300 MB in 256 KiB pieces at 100 Mbit/s (F/r = 24 s), an 8 MiB boot set.
+    let (f_bytes, piece, rate) = (300e6, 262_144.0, 12.5e6);
+    let slot_s = piece / rate;
+    let floor = f_bytes / rate;
+    let boot_pieces = (8 << 20) / 262_144;
+    println!(
+        "\nmodel: 300 MB, 256 KiB pieces, 100 Mbit/s, --max-peers {max_peers}, efficiency {eff:.2}, start-up {start:.1} s; F/r = {floor:.1} s"
+    );
+    println!(
+        "{:>7} {:<6} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9} {:>11}",
+        "hosts",
+        "layout",
+        "p50/F/r",
+        "p99/F/r",
+        "max/F/r",
+        "boot p50 s",
+        "boot bound",
+        "origin",
+        "rack xings"
+    );
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        for rack in [false, true] {
+            // Coarser pieces past 10,000 hosts keep the run to seconds: the same bytes.
+            let scale = if n > 10_000 { 4 } else { 1 };
+            let s = Shape {
+                hosts: n,
+                pieces: (f_bytes / (piece * scale as f64)).ceil() as usize,
+                boot: (boot_pieces / scale).max(1),
+                max_peers,
+                origin_rate: 1,
+                rack: if rack { 40 } else { 0 },
+                locality: rack,
+                profile,
+                origin_peers,
+                seed: 7,
+            };
+            let o = simulate(&s);
+            let secs = |slots: u32| start + slots as f64 * slot_s * scale as f64 / eff;
+            let full: Vec<f64> = o.full.iter().map(|&x| secs(x)).collect();
+            let boot: Vec<f64> = o.boot.iter().map(|&x| secs(x)).collect();
+            let row = Row {
+                hosts: n,
+                rack,
+                full: [
+                    quantile(&full, 0.5),
+                    quantile(&full, 0.99),
+                    quantile(&full, 1.0),
+                ],
+                boot: [quantile(&boot, 0.5), quantile(&boot, 0.99)],
+                origin: o.origin_pieces as f64 / s.pieces as f64,
+                cross: o.cross_rack as f64 / s.pieces as f64 / n.div_ceil(40) as f64,
+            };
+            let boot_bound = (boot_pieces as f64 + (n as f64).log2().ceil()) * slot_s;
+            println!(
+                "{:>7} {:<6} {:>9.2} {:>9.2} {:>9.2} {:>11.2} {:>11.2} {:>9.2} {:>11}",
+                n,
+                if rack { "racks" } else { "flat" },
+                row.full[0] / floor,
+                row.full[1] / floor,
+                row.full[2] / floor,
+                row.boot[0],
+                boot_bound,
+                row.origin,
+                if rack {
+                    format!("{:.2}", row.cross)
+                } else {
+                    "-".into()
+                },
+            );
+            rows.push(row);
+        }
+    }
+    if let Some(path) = svg {
+        std::fs::write(&path, plot(&rows, floor))
+            .map_err(|e| anyhow::anyhow!("cannot write {path}: {e}"))?;
+        println!("\nwrote {path}");
+    }
+    Ok(())
+}
+
+/// Two panels, hosts on a log axis: full time over F/r (p50, p99), and origin copies.
+fn plot(rows: &[Row], floor: f64) -> String {
+    let (w, h) = (760.0, 300.0);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
+    let xs: Vec<f64> = rows.iter().map(|r| (r.hosts as f64).log10()).collect();
+    let (x0, x1) = (
+        xs.iter().cloned().fold(f64::MAX, f64::min),
+        xs.iter().cloned().fold(f64::MIN, f64::max),
+    );
+    let panels: [(&str, f64, Vec<(&str, &str, bool, Box<dyn Fn(&Row) -> f64>)>); 2] = [
+        (
+            "full time / (F/r)",
+            0.0,
+            vec![
+                (
+                    "p50 flat",
+                    "#1f77b4",
+                    false,
+                    Box::new(|r: &Row| r.full[0] / floor),
+                ),
+                (
+                    "p99 flat",
+                    "#ff7f0e",
+                    false,
+                    Box::new(|r: &Row| r.full[1] / floor),
+                ),
+                (
+                    "p50 racks",
+                    "#1f77b4",
+                    true,
+                    Box::new(|r: &Row| r.full[0] / floor),
+                ),
+                (
+                    "p99 racks",
+                    "#ff7f0e",
+                    true,
+                    Box::new(|r: &Row| r.full[1] / floor),
+                ),
+            ],
+        ),
+        (
+            "origin copies",
+            380.0,
+            vec![
+                ("flat", "#2ca02c", false, Box::new(|r: &Row| r.origin)),
+                ("racks", "#2ca02c", true, Box::new(|r: &Row| r.origin)),
+            ],
+        ),
+    ];
+    for (title, left, series) in panels.iter() {
+        let (px, py, pw, ph) = (left + 50.0, 30.0, 300.0, 220.0);
+        let ymax = series
+            .iter()
+            .flat_map(|(_, _, rack, f)| rows.iter().filter(|r| r.rack == *rack).map(f))
+            .fold(0.0f64, f64::max)
+            .max(1.0)
+            * 1.15;
+        let sx = |x: f64| px + (x - x0) / (x1 - x0).max(1e-9) * pw;
+        let sy = |y: f64| py + ph - y / ymax * ph;
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="18" text-anchor="middle" font-weight="bold">{title}</text><rect x="{px}" y="{py}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##,
+            px + pw / 2.0
+        );
+        for k in 0..=4 {
+            let y = ymax * k as f64 / 4.0;
+            let _ = write!(
+                s,
+                r#"<text x="{}" y="{}" text-anchor="end">{y:.2}</text>"#,
+                px - 4.0,
+                sy(y) + 4.0
+            );
+        }
+        for r in rows.iter().filter(|r| !r.rack) {
+            let x = sx((r.hosts as f64).log10());
+            let _ = write!(
+                s,
+                r#"<text x="{x}" y="{}" text-anchor="middle">{}</text>"#,
+                py + ph + 16.0,
+                r.hosts
+            );
+        }
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">hosts</text>"#,
+            px + pw / 2.0,
+            py + ph + 32.0
+        );
+        for (i, (name, color, rack, f)) in series.iter().enumerate() {
+            let pts: Vec<String> = rows
+                .iter()
+                .filter(|r| r.rack == *rack)
+                .map(|r| format!("{:.1},{:.1}", sx((r.hosts as f64).log10()), sy(f(r))))
+                .collect();
+            let dash = if *rack {
+                r#" stroke-dasharray="5,3""#
+            } else {
+                ""
+            };
+            let _ = write!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/><text x="{}" y="{}" fill="{color}">{name}</text>"#,
+                pts.join(" "),
+                px + 8.0,
+                py + 14.0 + 14.0 * i as f64
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
