@@ -228,8 +228,25 @@ async fn host(f: Arc<Fetcher>, r: Arc<Release>, reads: Arc<Vec<Read>>, t0: Insta
     let boot = t0.elapsed().as_secs_f64();
     eprintln!("booted in {boot:.2} s");
     let mut rx = f.pieces().subscribe();
+    let mut last_report = Instant::now();
     while !f.pieces().complete() {
         let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+        // A host that waits long says for what (a stalled swarm shows here).
+        if last_report.elapsed() > Duration::from_secs(30) {
+            last_report = Instant::now();
+            let p = f.pieces();
+            let missing: Vec<u64> = (0..p.total()).filter(|&i| !p.has(i)).take(8).collect();
+            let s = f.stats();
+            eprintln!(
+                "host {:?} at {:.0} s: {} of {} pieces, missing {missing:?}..., {} peers, state {}",
+                f.listen_addr(),
+                t0.elapsed().as_secs_f64(),
+                p.present(),
+                p.total(),
+                s.live_peers,
+                s.state
+            );
+        }
     }
     (boot, t0.elapsed().as_secs_f64())
 }

@@ -364,9 +364,13 @@ fn calibrate(runs: &[Measured], modelled: &[[f64; 3]]) -> (f64, f64) {
     (best.1, best.2)
 }
 
+/// flat; racks with peers from anywhere; racks with half the peers in the rack.
+const LAYOUTS: [&str; 3] = ["flat", "racks", "racks+local"];
+
 struct Row {
     hosts: usize,
-    rack: bool,
+    /// Index in [`LAYOUTS`].
+    layout: usize,
     full: [f64; 3],
     boot: [f64; 2],
     origin: f64,
@@ -452,7 +456,8 @@ fn main() -> anyhow::Result<()> {
     );
     let mut rows = Vec::new();
     for &n in &sizes {
-        for rack in [false, true] {
+        for layout in 0..LAYOUTS.len() {
+            let rack = layout > 0;
             // Coarser pieces past 10,000 hosts keep the run to seconds: the same bytes.
             let scale = if n > 10_000 { 4 } else { 1 };
             let s = Shape {
@@ -462,7 +467,7 @@ fn main() -> anyhow::Result<()> {
                 max_peers,
                 origin_rate: 1,
                 rack: if rack { 40 } else { 0 },
-                locality: rack,
+                locality: layout == 2,
                 profile,
                 origin_peers,
                 seed: 7,
@@ -473,7 +478,7 @@ fn main() -> anyhow::Result<()> {
             let boot: Vec<f64> = o.boot.iter().map(|&x| secs(x)).collect();
             let row = Row {
                 hosts: n,
-                rack,
+                layout,
                 full: [
                     quantile(&full, 0.5),
                     quantile(&full, 0.99),
@@ -485,9 +490,9 @@ fn main() -> anyhow::Result<()> {
             };
             let boot_bound = (boot_pieces as f64 + (n as f64).log2().ceil()) * slot_s;
             println!(
-                "{:>7} {:<6} {:>9.2} {:>9.2} {:>9.2} {:>11.2} {:>11.2} {:>9.2} {:>11}",
+                "{:>7} {:<11} {:>9.2} {:>9.2} {:>9.2} {:>11.2} {:>11.2} {:>9.2} {:>11}",
                 n,
-                if rack { "racks" } else { "flat" },
+                LAYOUTS[layout],
                 row.full[0] / floor,
                 row.full[1] / floor,
                 row.full[2] / floor,
@@ -524,7 +529,11 @@ fn plot(rows: &[Row], floor: f64) -> String {
         xs.iter().cloned().fold(f64::MAX, f64::min),
         xs.iter().cloned().fold(f64::MIN, f64::max),
     );
-    let panels: [(&str, f64, Vec<(&str, &str, bool, Box<dyn Fn(&Row) -> f64>)>); 2] = [
+    let panels: [(
+        &str,
+        f64,
+        Vec<(&str, &str, usize, Box<dyn Fn(&Row) -> f64>)>,
+    ); 2] = [
         (
             "full time / (F/r)",
             0.0,
@@ -532,25 +541,25 @@ fn plot(rows: &[Row], floor: f64) -> String {
                 (
                     "p50 flat",
                     "#1f77b4",
-                    false,
+                    0,
                     Box::new(|r: &Row| r.full[0] / floor),
                 ),
                 (
                     "p99 flat",
                     "#ff7f0e",
-                    false,
+                    0,
                     Box::new(|r: &Row| r.full[1] / floor),
                 ),
                 (
-                    "p50 racks",
+                    "p50 racks, local peers",
                     "#1f77b4",
-                    true,
+                    2,
                     Box::new(|r: &Row| r.full[0] / floor),
                 ),
                 (
-                    "p99 racks",
+                    "p99 racks, local peers",
                     "#ff7f0e",
-                    true,
+                    2,
                     Box::new(|r: &Row| r.full[1] / floor),
                 ),
             ],
@@ -559,8 +568,13 @@ fn plot(rows: &[Row], floor: f64) -> String {
             "origin copies",
             380.0,
             vec![
-                ("flat", "#2ca02c", false, Box::new(|r: &Row| r.origin)),
-                ("racks", "#2ca02c", true, Box::new(|r: &Row| r.origin)),
+                ("flat", "#2ca02c", 0, Box::new(|r: &Row| r.origin)),
+                (
+                    "racks, local peers",
+                    "#2ca02c",
+                    2,
+                    Box::new(|r: &Row| r.origin),
+                ),
             ],
         ),
     ];
@@ -568,7 +582,7 @@ fn plot(rows: &[Row], floor: f64) -> String {
         let (px, py, pw, ph) = (left + 50.0, 30.0, 300.0, 220.0);
         let ymax = series
             .iter()
-            .flat_map(|(_, _, rack, f)| rows.iter().filter(|r| r.rack == *rack).map(f))
+            .flat_map(|(_, _, layout, f)| rows.iter().filter(|r| r.layout == *layout).map(f))
             .fold(0.0f64, f64::max)
             .max(1.0)
             * 1.15;
@@ -588,7 +602,7 @@ fn plot(rows: &[Row], floor: f64) -> String {
                 sy(y) + 4.0
             );
         }
-        for r in rows.iter().filter(|r| !r.rack) {
+        for r in rows.iter().filter(|r| r.layout == 0) {
             let x = sx((r.hosts as f64).log10());
             let _ = write!(
                 s,
@@ -603,13 +617,13 @@ fn plot(rows: &[Row], floor: f64) -> String {
             px + pw / 2.0,
             py + ph + 32.0
         );
-        for (i, (name, color, rack, f)) in series.iter().enumerate() {
+        for (i, (name, color, layout, f)) in series.iter().enumerate() {
             let pts: Vec<String> = rows
                 .iter()
-                .filter(|r| r.rack == *rack)
+                .filter(|r| r.layout == *layout)
                 .map(|r| format!("{:.1},{:.1}", sx((r.hosts as f64).log10()), sy(f(r))))
                 .collect();
-            let dash = if *rack {
+            let dash = if *layout > 0 {
                 r#" stroke-dasharray="5,3""#
             } else {
                 ""

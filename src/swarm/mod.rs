@@ -135,7 +135,11 @@ impl Seeder {
                 // A seed learns of new peers from its announces and dials them: a peer
                 // that cannot reach it first (Transmission's encrypted handshake, which
                 // librqbit does not speak, then its back-off) is served within one.
-                force_tracker_interval: Some(opts.announce_interval),
+                force_tracker_interval: Some(spread(opts.announce_interval, random_u64())),
+                peer_opts: Some(librqbit::PeerConnectionOptions {
+                    keep_alive_interval: Some(KEEP_ALIVE),
+                    ..Default::default()
+                }),
                 ..Default::default()
             };
             let torrent = add_release(&session, &release, add_opts).await?;
@@ -238,7 +242,7 @@ impl Fetcher {
                 // A fleet starts together: the first announce finds few peers. Announce
                 // often so hosts find each other while it matters (a tracker such as
                 // opentracker serves 10^5 announces a second).
-                force_tracker_interval: Some(opts.announce_interval),
+                force_tracker_interval: Some(spread(opts.announce_interval, random_u64())),
                 peer_opts: Some(librqbit::PeerConnectionOptions {
                     // With our piece picker (8-host fleet, 256 MB): 64 chunks boot 38.4 s,
                     // slowest 53.0 s; 16 chunks 27-31 s, 44-48 s.
@@ -247,6 +251,7 @@ impl Fetcher {
                     // (boot median / full max / origin ratio): 32 chunks 11.8 s / 19.7 s /
                     // 3.56, 16 chunks 9.2 s / 18.1 s / 3.02, 8 chunks 8.7 s / 23.0 s / 3.95.
                     max_request_window: Some(picker::PEER_WINDOW),
+                    keep_alive_interval: Some(KEEP_ALIVE),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -632,6 +637,36 @@ async fn new_session(
         })
 }
 
+/// How long a connection may carry nothing before a keep-alive goes out. librqbit drops a
+/// connection it has read nothing on for 10 s but sends its own keep-alives every 120 s:
+/// two peers with nothing to ask of each other for 10 s (a host that holds back from the
+/// origin while another host fetches a piece from it, a seed whose hosts wait on each
+/// other) lost the connection and waited out a reconnect back-off. 8 hosts, 4 MB,
+/// 1 Mbit/s: every host lost the origin near the end and the fleet stalled on three pieces
+/// (docs/benchmarks.md, "A fleet of hundreds on one machine").
+const KEEP_ALIVE: Duration = Duration::from_secs(4);
+
+/// This host's announce interval: `interval` give or take a quarter, fixed per host. A
+/// fleet starts together, so with one interval every host would announce in the same
+/// instant every interval for as long as it runs (10,000 hosts every 5 s: 10,000 requests
+/// in a burst where 2,000 a second reach the tracker spread out).
+fn spread(interval: Duration, random: u64) -> Duration {
+    // random % 501 / 1000 in [0, 0.5]: a factor in [0.75, 1.25].
+    interval.mul_f64(0.75 + (random % 501) as f64 / 1000.0)
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
 /// A port free for both TCP and UDP on `addr`'s IP, for uTP beside TCP.
 fn free_port(addr: SocketAddr) -> std::io::Result<u16> {
     for _ in 0..32 {
@@ -650,3 +685,22 @@ fn free_port(addr: SocketAddr) -> std::io::Result<u16> {
 
 /// How often long-running commands log progress when not on a terminal.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announce_intervals_spread_a_quarter_either_way_and_differ_between_hosts() {
+        let i = Duration::from_secs(5);
+        assert_eq!(spread(i, 0), Duration::from_millis(3750));
+        assert_eq!(spread(i, 500), Duration::from_millis(6250));
+        let hosts: std::collections::BTreeSet<Duration> =
+            (0..64).map(|_| spread(i, random_u64())).collect();
+        assert!(hosts
+            .iter()
+            .all(|d| (3750..=6250).contains(&(d.as_millis() as u64))));
+        // 64 hosts starting together: their announces fall on many different instants.
+        assert!(hosts.len() > 32, "{} distinct intervals of 64", hosts.len());
+    }
+}

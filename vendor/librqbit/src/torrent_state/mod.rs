@@ -112,6 +112,8 @@ pub(crate) struct ManagedTorrentOptions {
     pub force_tracker_interval: Option<Duration>,
     pub peer_connect_timeout: Option<Duration>,
     pub peer_read_write_timeout: Option<Duration>,
+    /// swarmfs patch: `PeerConnectionOptions::keep_alive_interval` reaches connections.
+    pub peer_keep_alive_interval: Option<Duration>,
     pub peer_max_request_window: Option<usize>,
     pub allow_overwrite: bool,
     pub output_folder: PathBuf,

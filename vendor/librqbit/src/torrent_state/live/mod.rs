@@ -560,6 +560,9 @@ impl TorrentStateLive {
         let options = PeerConnectionOptions {
             connect_timeout: self.shared.options.peer_connect_timeout,
             read_write_timeout: self.shared.options.peer_read_write_timeout,
+            // swarmfs patch: stock 9.1.0 dropped the torrent's keep-alive interval here
+            // (120 s against a 10 s read timeout: idle connections died).
+            keep_alive_interval: self.shared.options.peer_keep_alive_interval,
             ..Default::default()
         };
         let peer_connection = PeerConnection::new(
@@ -626,6 +629,9 @@ impl TorrentStateLive {
         let options = PeerConnectionOptions {
             connect_timeout: state.shared.options.peer_connect_timeout,
             read_write_timeout: state.shared.options.peer_read_write_timeout,
+            // swarmfs patch: stock 9.1.0 dropped the torrent's keep-alive interval here
+            // (120 s against a 10 s read timeout: idle connections died).
+            keep_alive_interval: state.shared.options.peer_keep_alive_interval,
             ..Default::default()
         };
         let peer_connection = PeerConnection::new(
