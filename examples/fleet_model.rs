@@ -44,7 +44,58 @@ struct Shape {
     profile: bool,
     /// Hosts the origin serves at once (`seed --max-peers`).
     origin_peers: usize,
+    /// The picker's origin policy in slots ([`Policy::of`]).
+    policy: Policy,
+    /// What-if: the origin tells every host it serves which piece it is sending and to
+    /// whom (a `swarmfs_fetching` notice from the origin, not only from the fetcher's
+    /// peers), so a host holds back whoever fetches it. Not built; the model's question.
+    origin_notices: bool,
     seed: u64,
+}
+
+/// swarmfs's picker's rules for the origin (src/swarm/picker.rs), in slots of one piece
+/// time: its constants, divided by the piece time at the host's rate and stretched below
+/// 100 Mbit/s as the picker stretches them.
+#[derive(Clone, Copy, Debug)]
+struct Policy {
+    /// Pieces a host may have asked of the origin and not yet received (`SEEDER_WINDOW`).
+    window: usize,
+    /// A read does not ask the origin for a piece a peer said it is fetching from it for
+    /// this long (`FETCHING_HOLDS_READS`), the background for this long (`FETCHING_HOLDS`).
+    hold_reads: u32,
+    hold_background: u32,
+    /// A read's turn: this many slots per place in the piece's host order
+    /// (`SEEDER_STAGGER`), at most `STAGGER_RANKS` places. The background takes no turns
+    /// (`may_ask_seeder_in_background` outside a delta deploy).
+    stagger: u32,
+}
+
+impl Policy {
+    fn of(piece_bytes: f64, rate_bytes: f64) -> Policy {
+        use swarmfs::swarm::picker as pk;
+        let slowdown = (pk::REFERENCE_RATE as f64 / rate_bytes).max(1.0);
+        let slot_s = piece_bytes / rate_bytes;
+        let slots = |d: std::time::Duration| (d.as_secs_f64() * slowdown / slot_s).ceil() as u32;
+        Policy {
+            window: ((pk::SEEDER_WINDOW as f64 / slowdown).max(2.0) * 16384.0 / piece_bytes).ceil()
+                as usize,
+            hold_reads: slots(pk::FETCHING_HOLDS_READS),
+            hold_background: slots(pk::FETCHING_HOLDS),
+            stagger: slots(pk::SEEDER_STAGGER),
+        }
+    }
+}
+
+/// A host's place in a piece's order among `others`, as `seeder_rank` computes it.
+fn rank(piece: u32, me: u32, others: &[u32]) -> usize {
+    let key = |h: u32| {
+        let mut x = u64::from(piece).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(h);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    };
+    let mine = key(me);
+    others.iter().filter(|&&o| key(o) < mine).count()
 }
 
 /// What one run gives, in slots.
@@ -79,20 +130,17 @@ impl Rng {
     }
 }
 
-const ORIGIN: u32 = u32::MAX;
-
 /// The peers of each host: a random graph of degree up to `max_peers` (each host dials
-/// random others until it has half its slots filled, as hosts that learn of peers from a
-/// tracker and accept whoever dials them do), half of them in the host's rack with
-/// locality.
+/// random others until its slots are full or the others it tries are, as librqbit dials
+/// every address a tracker hands out up to its peer limit), half of them in the host's
+/// rack with locality.
 fn graph(s: &Shape, rng: &mut Rng) -> Vec<Vec<u32>> {
     let n = s.hosts;
     let mut peers: Vec<Vec<u32>> = vec![Vec::new(); n];
     let want = s.max_peers.min(n - 1);
-    let dial = want.div_ceil(2).max(1);
     for h in 0..n {
         let mut tries = 0;
-        while peers[h].len() < dial && tries < 8 * want + 16 {
+        while peers[h].len() < want && tries < 4 * want + 16 {
             tries += 1;
             let same_rack = s.locality && s.rack > 1 && peers[h].len() % 2 == 0;
             let o = if same_rack {
@@ -151,11 +199,20 @@ fn simulate(s: &Shape) -> Outcome {
         boot: vec![0; n],
         ..Default::default()
     };
+    // The origin's queue of requests (host, piece), served first come first served, and
+    // what each host has asked of it; who said it is fetching a piece from it, and when.
+    let mut origin_q: std::collections::VecDeque<(u32, u32)> = Default::default();
+    let mut asked = vec![0usize; n];
+    let mut requested = vec![0u64; n * words];
+    let mut fetchers: Vec<Vec<(u32, u32)>> = vec![Vec::new(); m];
+    // Since when each host has waited on its first boot piece (for its turn).
+    let mut waiting_since = vec![(u32::MAX, 0u32); n];
     let mut left = n;
     let mut sent = vec![false; n];
     let mut rack_up = vec![0u32; racks];
     let mut rack_down = vec![0u32; racks];
-    let mut arrivals: Vec<(u32, u32)> = Vec::new();
+    // (host, piece, from the origin)
+    let mut arrivals: Vec<(u32, u32, bool)> = Vec::new();
     let mut hosts: Vec<u32> = (0..n as u32).collect();
     let mut slot = 0u32;
     while left > 0 {
@@ -163,7 +220,15 @@ fn simulate(s: &Shape) -> Outcome {
         sent.iter_mut().for_each(|x| *x = false);
         rack_up.iter_mut().for_each(|x| *x = 0);
         rack_down.iter_mut().for_each(|x| *x = 0);
-        let mut origin_left = s.origin_rate;
+        // The origin sends what it was asked first (a piece the host has meanwhile had
+        // from a peer is sent all the same: librqbit does not act on cancels).
+        for _ in 0..s.origin_rate {
+            let Some((h, p)) = origin_q.pop_front() else {
+                break;
+            };
+            out.origin_pieces += 1;
+            arrivals.push((h, p, true));
+        }
         rng.shuffle(&mut hosts);
         for &h in &hosts {
             let h = h as usize;
@@ -175,12 +240,19 @@ fn simulate(s: &Shape) -> Outcome {
             // pieces tried at random.
             let booting = out.boot[h] == 0 && (miss[0] as usize) < s.boot;
             let tries = if booting { miss.len().min(4) } else { 6 };
+            if booting && waiting_since[h].0 != miss[0] {
+                waiting_since[h] = (miss[0], slot);
+            }
             let mut best: Option<(u32, usize, u32)> = None; // (count, index in miss, source)
+            let mut ask_origin: Option<u32> = None;
             for t in 0..tries.min(miss.len()) {
                 let i = if booting { t } else { rng.below(miss.len()) };
                 let p = miss[i] as usize;
                 if booting && p >= s.boot {
                     break;
+                }
+                if requested[h * words + p / 64] >> (p % 64) & 1 == 1 {
+                    continue; // on its way from the origin
                 }
                 if best.is_some_and(|(c, _, _)| c <= count[p]) {
                     continue;
@@ -215,11 +287,33 @@ fn simulate(s: &Shape) -> Outcome {
                         }
                     }
                 }
-                // The origin only for a piece no peer of this host has.
-                if src.is_none() && knows_origin[h] && origin_left > 0 {
-                    let anyone = ps.iter().any(|&o| has(&have, o as usize, p));
-                    if !anyone {
-                        src = Some(ORIGIN);
+                // The origin only for a piece no peer of this host has or fetches from
+                // it, within the host's window, in its turn.
+                if src.is_none()
+                    && ask_origin.is_none()
+                    && knows_origin[h]
+                    && asked[h] < s.policy.window
+                    && !ps.iter().any(|&o| has(&have, o as usize, p))
+                {
+                    let hold = if booting {
+                        s.policy.hold_reads
+                    } else {
+                        s.policy.hold_background
+                    };
+                    let held = fetchers[p]
+                        .iter()
+                        .any(|&(f, at)| slot - at < hold && (s.origin_notices || ps.contains(&f)));
+                    let turn = if booting {
+                        let place = rank(p as u32, h as u32, ps);
+                        let waited = slot - waiting_since[h].1;
+                        waited
+                            >= s.policy.stagger
+                                * place.min(swarmfs::swarm::picker::STAGGER_RANKS) as u32
+                    } else {
+                        true // `may_ask_seeder_in_background`: no turns outside a delta
+                    };
+                    if !held && turn {
+                        ask_origin = Some(p as u32);
                     }
                 }
                 if let Some(src) = src {
@@ -229,12 +323,17 @@ fn simulate(s: &Shape) -> Outcome {
                     }
                 }
             }
+            if let Some(p) = ask_origin {
+                origin_q.push_back((h as u32, p));
+                asked[h] += 1;
+                requested[h * words + p as usize / 64] |= 1 << (p % 64);
+                let f = &mut fetchers[p as usize];
+                f.retain(|&(_, at)| slot - at < s.policy.hold_background);
+                f.push((h as u32, slot));
+            }
             let Some((_, i, src)) = best else { continue };
             let p = missing[h].remove(i);
-            if src == ORIGIN {
-                origin_left -= 1;
-                out.origin_pieces += 1;
-            } else {
+            {
                 let o = src as usize;
                 sent[o] = true;
                 if s.rack > 0 && rack_of(o) != rack_of(h) {
@@ -243,11 +342,22 @@ fn simulate(s: &Shape) -> Outcome {
                     out.cross_rack += 1;
                 }
             }
-            arrivals.push((h as u32, p));
+            arrivals.push((h as u32, p, false));
         }
-        for (h, p) in arrivals.drain(..) {
+        for (h, p, from_origin) in arrivals.drain(..) {
             let (h, p) = (h as usize, p as usize);
-            have[h * words + p / 64] |= 1 << (p % 64);
+            let bit = 1u64 << (p % 64);
+            if from_origin {
+                requested[h * words + p / 64] &= !bit;
+                asked[h] -= 1;
+            }
+            if have[h * words + p / 64] & bit != 0 {
+                continue; // a second copy (the origin's, after a peer's)
+            }
+            have[h * words + p / 64] |= bit;
+            if let Some(i) = missing[h].iter().position(|&q| q as usize == p) {
+                missing[h].remove(i);
+            }
             count[p] += 1;
             if out.boot[h] == 0 && missing[h].first().is_none_or(|&q| q as usize >= s.boot) {
                 out.boot[h] = slot;
@@ -308,6 +418,8 @@ fn measured(path: &str) -> anyhow::Result<Vec<Measured>> {
             locality: false,
             profile: j["boot_profile"].as_bool().unwrap_or(false),
             origin_peers: j["origin_max_peers"].as_f64().unwrap_or(50.0) as usize,
+            policy: Policy::of(piece, rate),
+            origin_notices: false,
             seed: 1,
         };
         v.push(Measured {
@@ -348,7 +460,7 @@ fn model_of(s: &Shape) -> ([f64; 3], f64, [f64; 2]) {
 fn calibrate(runs: &[Measured], modelled: &[[f64; 3]]) -> (f64, f64) {
     let mut best = (f64::MAX, 1.0, 0.0);
     for e in (20..=100).map(|x| x as f64 / 100.0) {
-        for st in (0..=100).map(|x| x as f64 / 10.0) {
+        for st in (0..=300).map(|x| x as f64 / 10.0) {
             let mut err = 0.0;
             for (r, m) in runs.iter().zip(modelled) {
                 for k in 0..3 {
@@ -383,6 +495,7 @@ fn main() -> anyhow::Result<()> {
     let mut max_peers = usize::from(swarmfs::swarm::DEFAULT_MAX_PEERS);
     let mut origin_peers = max_peers;
     let mut profile = false;
+    let mut origin_notices = false;
     let mut sizes = vec![1000usize, 2600, 10_000, 100_000];
     let args: Vec<String> = std::env::args().skip(1).collect();
     for w in args.chunks(2) {
@@ -392,13 +505,15 @@ fn main() -> anyhow::Result<()> {
             ("--max-peers", Some(n)) => max_peers = n.parse()?,
             ("--origin-max-peers", Some(n)) => origin_peers = n.parse()?,
             ("--profile", Some(n)) => profile = n != "0",
+            ("--origin-notices", Some(n)) => origin_notices = n != "0",
             ("--hosts", Some(l)) => {
                 sizes = l.split(',').map(str::parse).collect::<Result<_, _>>()?
             }
             _ => {
                 eprintln!(
                     "usage: fleet_model [--calibrate MEASURED.jsonl] [--svg OUT.svg] \
-                     [--max-peers N] [--origin-max-peers N] [--profile 0|1] [--hosts N,N,...]"
+                     [--max-peers N] [--origin-max-peers N] [--profile 0|1] [--origin-notices 0|1] \
+                     [--hosts N,N,...]"
                 );
                 std::process::exit(2);
             }
@@ -440,7 +555,9 @@ fn main() -> anyhow::Result<()> {
     let floor = f_bytes / rate;
     let boot_pieces = (8 << 20) / 262_144;
     println!(
-        "\nmodel: 300 MB, 256 KiB pieces, 100 Mbit/s, --max-peers {max_peers}, efficiency {eff:.2}, start-up {start:.1} s; F/r = {floor:.1} s"
+        "\nmodel: 300 MB, 256 KiB pieces (1 MiB past 10,000 hosts), 100 Mbit/s, --max-peers {max_peers}, \
+         origin serves {origin_peers}, boot profile {profile}, origin notices {origin_notices}; \
+         efficiency {eff:.2}, start-up {start:.1} s; F/r = {floor:.1} s"
     );
     println!(
         "{:>7} {:<6} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9} {:>11}",
@@ -457,6 +574,11 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &n in &sizes {
         for layout in 0..LAYOUTS.len() {
+            // Racks with peers from anywhere only up to 10,000 hosts: the comparison is
+            // made there, and past it the uplinks make that run minutes long.
+            if layout == 1 && n > 10_000 {
+                continue;
+            }
             let rack = layout > 0;
             // Coarser pieces past 10,000 hosts keep the run to seconds: the same bytes.
             let scale = if n > 10_000 { 4 } else { 1 };
@@ -470,6 +592,8 @@ fn main() -> anyhow::Result<()> {
                 locality: layout == 2,
                 profile,
                 origin_peers,
+                policy: Policy::of(piece * scale as f64, rate),
+                origin_notices,
                 seed: 7,
             };
             let o = simulate(&s);

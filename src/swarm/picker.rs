@@ -76,7 +76,7 @@ pub const SEEDER_STAGGER: Duration = Duration::from_millis(30);
 /// links hold ([`PEER_WINDOW_BUDGET`]), 16 hosts, 128 MB: full 20.5-20.6 s with 64,
 /// 23.7-24.1 s with 32 or 16, 21.2 s with 128 (origin 1.41 copies); 8 hosts: the
 /// same within the noise. 64 also while reads wait: boot 1-2 s slower at both sizes.
-const SEEDER_WINDOW: usize = 64;
+pub const SEEDER_WINDOW: usize = 64;
 
 /// Chunks in flight per peer, at most (the session's window, `swarm::Fetcher::start`).
 pub const PEER_WINDOW: usize = 16;
@@ -99,20 +99,20 @@ const PEER_WINDOW_FLOOR: usize = 1;
 /// not asked of the origin by this host for this long: in the background at all, for a
 /// waiting read after [`FETCHING_HOLDS_READS`]. It is taken from that host once it
 /// announces it (a piece from the origin takes 110 ms median, 250 ms p90 in the boot).
-const FETCHING_HOLDS: Duration = Duration::from_millis(1000);
+pub const FETCHING_HOLDS: Duration = Duration::from_millis(1000);
 
 /// How long a read waits for a piece another host is fetching from the origin before
 /// this host asks the origin too.
-const FETCHING_HOLDS_READS: Duration = Duration::from_millis(400);
+pub const FETCHING_HOLDS_READS: Duration = Duration::from_millis(400);
 
 /// Hosts past this place in a piece's order all take their turn together.
-const STAGGER_RANKS: usize = 4;
+pub const STAGGER_RANKS: usize = 4;
 
 /// At most this many read-ahead pieces are kept (32 MiB of 256 KiB pieces).
 const MAX_AHEAD: usize = 128;
 
 /// The link rate the timings and windows above were measured at (100 Mbit/s, bytes/s).
-const REFERENCE_RATE: u64 = 12_500_000;
+pub const REFERENCE_RATE: u64 = 12_500_000;
 
 /// On a host whose download is limited below [`REFERENCE_RATE`], a chunk takes longer in
 /// proportion: the waits above stretch and the request windows shrink by this factor
