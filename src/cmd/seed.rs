@@ -54,7 +54,9 @@ pub struct SwarmArgs {
     pub no_lsd: bool,
     /// How often to announce to the trackers, for a mount or a seed (a fleet starting
     /// together finds its peers through these announces; a seed dials the peers it learns
-    /// of, so a client that cannot reach it first is served within one interval).
+    /// of, so a client that cannot reach it first is served within one interval). Each
+    /// host takes it give or take a quarter, so a fleet started together does not reach
+    /// the tracker in one burst every interval.
     #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
     pub announce_interval: std::time::Duration,
     /// Peers only from these networks (CIDR, comma-separated, e.g. 10.0.0.0/8,fd00::/8):
