@@ -86,16 +86,12 @@ impl Policy {
     }
 }
 
-/// A host's place in a piece's order among `others`, as `seeder_rank` computes it.
+/// A host's place in a piece's order among `others`: the picker's own `seeder_rank`,
+/// host `h` standing at the IPv4 address `h`.
 fn rank(piece: u32, me: u32, others: &[u32]) -> usize {
-    let key = |h: u32| {
-        let mut x = u64::from(piece).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(h);
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^ (x >> 31)
-    };
-    let mine = key(me);
-    others.iter().filter(|&&o| key(o) < mine).count()
+    let ip = |h: u32| std::net::IpAddr::from(std::net::Ipv4Addr::from(h));
+    let others: Vec<std::net::IpAddr> = others.iter().map(|&h| ip(h)).collect();
+    swarmfs::swarm::picker::seeder_rank(piece, ip(me), &others)
 }
 
 /// What one run gives, in slots.

@@ -135,7 +135,7 @@ impl Seeder {
                 // A seed learns of new peers from its announces and dials them: a peer
                 // that cannot reach it first (Transmission's encrypted handshake, which
                 // librqbit does not speak, then its back-off) is served within one.
-                force_tracker_interval: Some(spread(opts.announce_interval, random_u64())),
+                force_tracker_interval: Some(spread(opts.announce_interval, picker::random_seed())),
                 peer_opts: Some(librqbit::PeerConnectionOptions {
                     keep_alive_interval: Some(KEEP_ALIVE),
                     ..Default::default()
@@ -242,7 +242,7 @@ impl Fetcher {
                 // A fleet starts together: the first announce finds few peers. Announce
                 // often so hosts find each other while it matters (a tracker such as
                 // opentracker serves 10^5 announces a second).
-                force_tracker_interval: Some(spread(opts.announce_interval, random_u64())),
+                force_tracker_interval: Some(spread(opts.announce_interval, picker::random_seed())),
                 peer_opts: Some(librqbit::PeerConnectionOptions {
                     // With our piece picker (8-host fleet, 256 MB): 64 chunks boot 38.4 s,
                     // slowest 53.0 s; 16 chunks 27-31 s, 44-48 s.
@@ -655,18 +655,6 @@ fn spread(interval: Duration, random: u64) -> Duration {
     interval.mul_f64(0.75 + (random % 501) as f64 / 1000.0)
 }
 
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish()
-}
-
 /// A port free for both TCP and UDP on `addr`'s IP, for uTP beside TCP.
 fn free_port(addr: SocketAddr) -> std::io::Result<u16> {
     for _ in 0..32 {
@@ -696,7 +684,7 @@ mod tests {
         assert_eq!(spread(i, 0), Duration::from_millis(3750));
         assert_eq!(spread(i, 500), Duration::from_millis(6250));
         let hosts: std::collections::BTreeSet<Duration> =
-            (0..64).map(|_| spread(i, random_u64())).collect();
+            (0..64).map(|_| spread(i, picker::random_seed())).collect();
         assert!(hosts
             .iter()
             .all(|d| (3750..=6250).contains(&(d.as_millis() as u64))));

@@ -631,7 +631,7 @@ pub fn background_order(release: &Release, seed: u64, boot: &[u32]) -> Vec<Vec<u
 /// Where this host stands, for `piece`, in an order every host of the fleet computes
 /// alike from the addresses alone: how many of the other hosts (distinct addresses) come
 /// before it. Peers sharing this host's address (one machine) do not count.
-fn seeder_rank(piece: u32, me: IpAddr, peers: &[IpAddr]) -> usize {
+pub fn seeder_rank(piece: u32, me: IpAddr, peers: &[IpAddr]) -> usize {
     let key = |ip: &IpAddr| {
         let mut x = u64::from(piece).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         match ip {
@@ -657,7 +657,8 @@ fn seeder_rank(piece: u32, me: IpAddr, peers: &[IpAddr]) -> usize {
         .count()
 }
 
-fn random_seed() -> u64 {
+/// A fresh random number (each call differs, in one process too).
+pub(crate) fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
