@@ -391,6 +391,12 @@ impl Filesystem for SwarmFs {
             .recorder
             .as_ref()
             .map(|r| r.record(plan.entry, plan.offset, plan.len));
+        // A read that needs the swarm claims its pieces before read-ahead claims the next
+        // ones: woken requesters then ask for the read's pieces first (claimed only in
+        // the task below, they were asked for behind a whole read-ahead window).
+        let claim = pieces
+            .first_missing(plan.pieces.clone())
+            .map(|_| self.fetcher.claim(plan.pieces.clone()));
         // A sequential reader's next pieces are asked for now, hit or miss.
         let window = self.readahead.on_read(ino.0, plan.offset, plan.len);
         if window > 0 {
@@ -401,7 +407,7 @@ impl Filesystem for SwarmFs {
                 self.fetcher.fetch_ahead(ahead);
             }
         }
-        if pieces.first_missing(plan.pieces.clone()).is_none() {
+        if claim.is_none() {
             self.stats.cached_reads.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             return match span.in_scope(|| self.read_cached(&plan)) {
@@ -425,6 +431,7 @@ impl Filesystem for SwarmFs {
         self.rt.spawn(
             async move {
                 let _recording = recording;
+                let _claim = claim;
                 let started = Instant::now();
                 let path = &paths[plan.entry];
                 let r = tokio::time::timeout(

@@ -330,6 +330,12 @@ impl Fetcher {
 
     /// Asks for `pieces` ahead of the background, without waiting: the next pieces of a
     /// file being read front to back.
+    /// Makes the missing ones of `pieces` urgent until the claim is dropped (a read about
+    /// to wait for them; [`Fetcher::fetch`] claims them as well).
+    pub fn claim(&self, pieces: std::ops::Range<u64>) -> picker::Wanted {
+        self.picker.want(pieces)
+    }
+
     pub fn fetch_ahead(&self, pieces: std::ops::Range<u64>) {
         if self.picker.ahead(pieces) {
             self.wake_requesters();

@@ -13,7 +13,14 @@
 //!    27.3 s, 11.2 s). The profile's 18.7 MB of start-up reads touch 303 pieces (79 MB)
 //!    that only the origin has at first: its uplink, not the reads, sets that time.
 //! 3. Read-ahead of sequential readers sits between the two, rarest first, in a per-host
-//!    order too (a fleet reading one binary front to back fetches different parts of it).
+//!    order too (a fleet reading one binary front to back fetches different parts of it),
+//!    asked for before the rest of a background piece in flight (librqbit patch), of the
+//!    origin in the hosts' turns as a read's piece is, and at most 2 MiB ahead
+//!    (`fs::readahead::MAX_WINDOW`). Without a boot profile, the origin's larger window
+//!    waits until no read has waited for the swarm, here or on a host that told us, for
+//!    [`SEEDER_WINDOW_QUIET`]; the turns go to the hosts the origin serves
+//!    ([`ORIGIN_SERVED_RECENTLY`]). 8 x 128 MB, 100 Mbit/s, no profile, 2026-12-06: boot
+//!    11.6-12.9 s before, 10.8-11.3 s after (256 KiB pieces); 12.3 s, 9.0 s (32 KiB).
 //!    While a boot profile is not all here, read-ahead waits: the profile knows what
 //!    start-up reads next (8 x 256 MB: the origin sent 56 read-ahead pieces during boot
 //!    before, none after).
@@ -58,8 +65,8 @@ pub const URGENT_STEAL_AFTER: std::time::Duration = std::time::Duration::from_mi
 /// A piece readers wait on that only the origin has is asked of it by one host of the
 /// fleet first, by the next host this much later, and so on (an order per piece that
 /// every host computes alike, [`seeder_rank`]); in between, the hosts that have it
-/// announce it and the others take it from them. A read-ahead piece (a guess) is asked of
-/// the origin only by the first host in its order. 8 hosts, 256 MB, 100 Mbit/s: with
+/// announce it and the others take it from them. A read-ahead piece takes the same turns,
+/// counted from when it was asked for ahead. 8 hosts, 256 MB, 100 Mbit/s: with
 /// every host asking at once the origin sent 1.51 copies of the release (0.27 of them
 /// start-up pieces, 0.21 read-ahead and background pieces several hosts fetched at the
 /// same moment); with this, 1.2. 60 ms gave the same copies and a boot ~2 s slower.
@@ -77,6 +84,13 @@ pub const SEEDER_STAGGER: Duration = Duration::from_millis(30);
 /// 23.7-24.1 s with 32 or 16, 21.2 s with 128 (origin 1.41 copies); 8 hosts: the
 /// same within the noise. 64 also while reads wait: boot 1-2 s slower at both sizes.
 pub const SEEDER_WINDOW: usize = 64;
+
+/// The origin's larger window waits this long after a read last waited for the swarm. A
+/// booting server's reads come one after another with a few milliseconds between them;
+/// the window refilled in each gap, and the next read's piece queued at the origin
+/// behind 64 background chunks of its host (a piece from the origin took 290 ms median
+/// while hosts booted, 8 x 128 MB, 256 KiB pieces, no profile).
+pub const SEEDER_WINDOW_QUIET: Duration = Duration::from_millis(500);
 
 /// Chunks in flight per peer, at most (the session's window, `swarm::Fetcher::start`).
 pub const PEER_WINDOW: usize = 16;
@@ -105,6 +119,11 @@ pub const FETCHING_HOLDS: Duration = Duration::from_millis(1000);
 /// this host asks the origin too.
 pub const FETCHING_HOLDS_READS: Duration = Duration::from_millis(400);
 
+/// A host that told of a piece it asked the origin for in this long is one the origin
+/// serves (unchokes), and takes turns for the origin's pieces ([`seeder_rank`] among
+/// those).
+pub const ORIGIN_SERVED_RECENTLY: Duration = Duration::from_secs(2);
+
 /// Hosts past this place in a piece's order all take their turn together.
 pub const STAGGER_RANKS: usize = 4;
 
@@ -130,8 +149,9 @@ pub struct Picker {
     /// Pieces readers wait on, in the order the reads came, with how many wait on each
     /// and since when.
     urgent: Mutex<Vec<(u32, u32, Instant)>>,
-    /// Pieces sequential readers will want next (after the urgent ones), oldest first.
-    ahead: Mutex<std::collections::VecDeque<u32>>,
+    /// Pieces sequential readers will want next (after the urgent ones), oldest first,
+    /// with when each was first asked for ahead.
+    ahead: Mutex<std::collections::VecDeque<(u32, Instant)>>,
     order: RwLock<Arc<[Vec<u32>]>>,
     pieces: Arc<PieceMap>,
     seed: u64,
@@ -145,12 +165,18 @@ pub struct Picker {
     exchange: OnceLock<Exchange>,
     /// Pieces other hosts said they asked the origin for, and when.
     fetching: Mutex<HashMap<u32, Instant>>,
+    /// The hosts that said so, and when they last did: the ones the origin serves.
+    origin_served: Mutex<HashMap<IpAddr, Instant>>,
     /// Pieces being rebuilt from local data (a delta deploy): asked of no peer meanwhile.
     deferred: Option<Arc<PieceSet>>,
     /// When each piece was first a candidate to ask the origin for in the background
     /// (milliseconds since `started`, plus one; 0: not yet), for the background stagger.
     first_candidate: Vec<std::sync::atomic::AtomicU32>,
     started: Instant,
+    /// When a read last waited for the swarm, here or on a host that told us it asked
+    /// the origin for the piece (milliseconds since `started`, plus one; 0: never), for
+    /// [`SEEDER_WINDOW_QUIET`].
+    read_waited: std::sync::atomic::AtomicU64,
     /// [`slowdown`] of this host's download limit.
     slowdown: u32,
 }
@@ -176,6 +202,7 @@ impl Picker {
             exchange: OnceLock::new(),
             boot_done: std::sync::atomic::AtomicBool::new(boot.is_empty()),
             fetching: Mutex::new(HashMap::new()),
+            origin_served: Mutex::new(HashMap::new()),
             first_candidate: match deferred {
                 Some(_) => (0..release.piece_count())
                     .map(|_| std::sync::atomic::AtomicU32::new(0))
@@ -183,6 +210,7 @@ impl Picker {
                 None => Vec::new(),
             },
             started: Instant::now(),
+            read_waited: Default::default(),
             pieces,
             deferred,
             slowdown: 1,
@@ -194,6 +222,17 @@ impl Picker {
     pub fn with_download_limit(mut self, limit: Option<std::num::NonZeroU32>) -> Picker {
         self.slowdown = slowdown(limit);
         self
+    }
+
+    fn note_read_wait(&self) {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        self.read_waited.store(now, AtomicOrdering::Relaxed);
+    }
+
+    /// Whether a read waited for the swarm within `quiet`.
+    fn read_waited_within(&self, quiet: Duration) -> bool {
+        let at = self.read_waited.load(AtomicOrdering::Relaxed);
+        at != 0 && self.started.elapsed().as_millis() as u64 + 1 - at < quiet.as_millis() as u64
     }
 
     /// Whether `piece` is being rebuilt from local data now.
@@ -235,6 +274,9 @@ impl Picker {
             }
             mine.push(p);
         }
+        if !mine.is_empty() {
+            self.note_read_wait();
+        }
         Wanted {
             picker: self.clone(),
             pieces: mine,
@@ -244,8 +286,9 @@ impl Picker {
     /// Adds the missing ones of `pieces` to the read-ahead list; true if any was new.
     pub fn ahead(&self, pieces: std::ops::Range<u64>) -> bool {
         let mut a = self.ahead.lock().expect("not poisoned");
+        let now = Instant::now();
         let mut new: Vec<u32> = pieces
-            .filter(|&p| !self.pieces.has(p) && !a.contains(&(p as u32)))
+            .filter(|&p| !self.pieces.has(p) && !a.iter().any(|&(q, _)| q == p as u32))
             .map(|p| p as u32)
             .collect();
         // In an order of this host's own: a fleet reading the same file at once then
@@ -254,8 +297,8 @@ impl Picker {
         let salt = new.first().copied().unwrap_or(0) as u64;
         shuffle(&mut new, self.seed ^ salt);
         let added = !new.is_empty();
-        a.extend(new);
-        a.retain(|&p| !self.pieces.has(p as u64));
+        a.extend(new.into_iter().map(|p| (p, now)));
+        a.retain(|&(p, _)| !self.pieces.has(p as u64));
         while a.len() > MAX_AHEAD {
             a.pop_front();
         }
@@ -328,6 +371,9 @@ pub struct Wanted {
 
 impl Drop for Wanted {
     fn drop(&mut self) {
+        if !self.pieces.is_empty() {
+            self.picker.note_read_wait();
+        }
         let mut u = self.picker.urgent.lock().expect("not poisoned");
         for p in &self.pieces {
             if let Some(i) = u.iter().position(|(q, _, _)| q == p) {
@@ -360,7 +406,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         let a = self.ahead.lock().expect("not poisoned");
         out.extend(
             a.iter()
-                .copied()
+                .map(|&(p, _)| p)
                 .filter(|&p| !self.pieces.has(p as u64) && !self.is_deferred(p)),
         );
     }
@@ -463,8 +509,14 @@ impl librqbit::piece_picker::PiecePicker for Picker {
     }
 
     fn seeder_request_window(&self) -> Option<usize> {
-        // Only while no read waits: a read's piece queues behind the whole window.
-        self.background_allowed()
+        // Only while no read waits: a read's piece queues behind the whole window. Without
+        // a boot profile, nor for SEEDER_WINDOW_QUIET after a read waited here or on a
+        // host that told us: then every read of the start-up waits on the swarm. (With
+        // one, the window carries the profile's pieces: boot 5.7-6.1 s without the quiet
+        // time, 6.5-6.7 s with it, 8 x 128 MB, 256 KiB pieces.)
+        let quiet = self.boot.read().expect("not poisoned").is_empty()
+            && self.read_waited_within(SEEDER_WINDOW_QUIET * self.slowdown);
+        (self.background_allowed() && !quiet)
             .then_some((SEEDER_WINDOW / self.slowdown as usize).max(2))
     }
 
@@ -481,23 +533,55 @@ impl librqbit::piece_picker::PiecePicker for Picker {
                 .find(|(p, _, _)| *p == piece)
                 .map(|&(_, _, since)| since)
         };
+        // A sequential reader's next pieces: from when they were asked for ahead.
+        let since = since.or_else(|| {
+            let a = self.ahead.lock().expect("not poisoned");
+            a.iter().find(|(p, _)| *p == piece).map(|&(_, since)| since)
+        });
         if self.fetched_elsewhere_within(piece, FETCHING_HOLDS_READS * self.slowdown) {
             return false;
         }
-        let rank = seeder_rank(piece, me, peers);
+        // The turns go to the hosts the origin serves: one that chokes a host (aria2
+        // unchokes four at a time) made every piece whose first turn was that host's wait
+        // a turn or more.
+        let served: Vec<IpAddr> = {
+            let s = self.origin_served.lock().expect("not poisoned");
+            let recent = ORIGIN_SERVED_RECENTLY * self.slowdown;
+            peers
+                .iter()
+                .copied()
+                .filter(|ip| s.get(ip).is_some_and(|t| t.elapsed() < recent))
+                .collect()
+        };
+        let rank = seeder_rank(piece, me, if served.is_empty() { peers } else { &served });
         match since {
-            // A read waits: this host's turn comes after `rank` others had theirs (at
-            // most STAGGER_RANKS: a host reading alone in a large fleet waits no longer).
+            // A read waits, or a sequential reader will soon: this host's turn comes
+            // after `rank` others had theirs (at most STAGGER_RANKS: a host reading alone
+            // in a large fleet waits no longer). Read-ahead used to be asked of the
+            // origin by the first host in the order only: when that host was busy with
+            // a background piece, every host's reads of a binary's head waited for it,
+            // one piece after another (8 x 128 MB, 256 KiB pieces, no profile: 4.2 s of
+            // an 11.6 s boot on a 4.4 MB prefix).
             Some(since) => {
                 since.elapsed() >= SEEDER_STAGGER * self.slowdown * rank.min(STAGGER_RANKS) as u32
             }
-            // Read-ahead is a guess: only the first host in the piece's order asks the
-            // origin (the others read it from that host, or ask once they wait on it).
             None => rank == 0,
         }
     }
 
-    fn on_peer_fetching(&self, piece: u32, _peer: IpAddr) {
+    fn on_peer_fetching(&self, piece: u32, peer: IpAddr, for_read: bool) {
+        // A fleet boots at once: while another host's read waits on the origin, this
+        // host's background keeps out of the origin's queue too (SEEDER_WINDOW_QUIET).
+        if for_read {
+            self.note_read_wait();
+        }
+        {
+            let mut s = self.origin_served.lock().expect("not poisoned");
+            if s.len() >= 4096 {
+                s.retain(|_, t| t.elapsed() < ORIGIN_SERVED_RECENTLY * self.slowdown);
+            }
+            s.insert(peer, Instant::now());
+        }
         if self.pieces.has(piece as u64) {
             return;
         }
@@ -791,7 +875,7 @@ mod tests {
         let _read = picker.want(5..6);
         assert!(picker.may_ask_seeder(5, &[]));
         assert!(!picker.fetching_elsewhere(5));
-        picker.on_peer_fetching(5, ip(12));
+        picker.on_peer_fetching(5, ip(12), false);
         assert!(picker.fetching_elsewhere(5), "background: held");
         assert!(!picker.may_ask_seeder(5, &[]), "a read waits a moment too");
         assert!(!picker.fetching_elsewhere(6));
@@ -801,7 +885,7 @@ mod tests {
         assert!(picker.fetching_elsewhere(5));
         // A piece already here is not recorded.
         pieces.set(7);
-        picker.on_peer_fetching(7, ip(12));
+        picker.on_peer_fetching(7, ip(12), false);
         assert!(!picker.fetching_elsewhere(7));
     }
 
@@ -849,10 +933,16 @@ mod tests {
         let first = (0..64u32)
             .find(|&p| seeder_rank(p, me, &fleet) == 0)
             .unwrap();
-        // Read-ahead: only the first host in the order asks.
+        // Read-ahead: the first host in the order asks at once, the others in turn.
         picker.ahead(u64::from(late)..u64::from(late) + 1);
+        picker.ahead(u64::from(first)..u64::from(first) + 1);
         assert!(!picker.may_ask_seeder(late, &fleet));
         assert!(picker.may_ask_seeder(first, &fleet));
+        std::thread::sleep(SEEDER_STAGGER * STAGGER_RANKS as u32);
+        assert!(picker.may_ask_seeder(late, &fleet));
+        let late = (0..64u32)
+            .find(|&p| seeder_rank(p, me, &fleet) >= 2 && p != late)
+            .unwrap();
         // A read waits: its turn comes after rank x SEEDER_STAGGER.
         let _wanted = picker.want(u64::from(late)..u64::from(late) + 1);
         assert!(!picker.may_ask_seeder(late, &fleet));

@@ -76,7 +76,8 @@ pub enum WriterRequest {
     UtPex(UtPex<ByteBufOwned>),
     /// swarmfs patch: tell the peer we have just asked a seeder for this piece (sent only
     /// if it declared `swarmfs_fetching`).
-    SwarmfsFetching(u32),
+    /// (piece, whether a reader waits on it: sent as -(piece + 1))
+    SwarmfsFetching(u32, bool),
     /// swarmfs patch: a `swarmfs_profile` message (sent only if the peer declared it):
     /// `msg_type` 0 request, 1 data (`total_size`, `data`), 2 reject.
     SwarmfsProfile {
@@ -480,13 +481,13 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                         Message::Extended(ExtendedMessage::UtPex(ut_pex.as_borrowed()))
                             .serialize(&mut *write_buf, ext_msg_ids)?
                     }
-                    WriterRequest::SwarmfsFetching(piece) => {
+                    WriterRequest::SwarmfsFetching(piece, for_read) => {
                         let Some(id) = ext_msg_ids().swarmfs_fetching else {
                             continue;
                         };
                         Message::Extended(ExtendedMessage::Dyn(
                             id,
-                            bencode::BencodeValue::Integer(i64::from(piece)),
+                            bencode::BencodeValue::Integer(fetching_value(piece, for_read)),
                         ))
                         .serialize(&mut *write_buf, ext_msg_ids)?
                     }
@@ -587,11 +588,13 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                         WriterRequest::Message(ref msg) if !matches!(msg, Message::Have(_)) => {
                             len += msg.serialize(&mut write_buf[len..], ext_msg_ids)?;
                         }
-                        WriterRequest::SwarmfsFetching(piece) => {
+                        WriterRequest::SwarmfsFetching(piece, for_read) => {
                             if let Some(id) = ext_msg_ids().swarmfs_fetching {
                                 len += Message::Extended(ExtendedMessage::Dyn(
                                     id,
-                                    bencode::BencodeValue::Integer(i64::from(piece)),
+                                    bencode::BencodeValue::Integer(fetching_value(
+                                        piece, for_read,
+                                    )),
                                 ))
                                 .serialize(&mut write_buf[len..], ext_msg_ids)?;
                             }
@@ -677,5 +680,15 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                 r
             }
         }
+    }
+}
+
+/// swarmfs patch: a `swarmfs_fetching` message's value: the piece, or -(piece + 1) when a
+/// reader waits on it (a receiver that does not know the sign ignores it: not a piece).
+pub(crate) fn fetching_value(piece: u32, for_read: bool) -> i64 {
+    if for_read {
+        -(i64::from(piece) + 1)
+    } else {
+        i64::from(piece)
     }
 }

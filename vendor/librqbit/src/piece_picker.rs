@@ -76,8 +76,9 @@ pub trait PiecePicker: Send + Sync {
     }
 
     /// A peer told us (BEP 10 message `swarmfs_fetching`) that it has just asked a seeder
-    /// for `piece`: it will have it shortly and announce it.
-    fn on_peer_fetching(&self, _piece: u32, _peer: std::net::IpAddr) {}
+    /// for `piece` (`for_read`: a reader waits on it there): it will have it shortly and
+    /// announce it.
+    fn on_peer_fetching(&self, _piece: u32, _peer: std::net::IpAddr, _for_read: bool) {}
 
     /// Whether another peer is fetching `piece` from a seeder now (see
     /// `on_peer_fetching`): a seeder is then not asked for it in the background, and the

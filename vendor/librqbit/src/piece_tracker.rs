@@ -101,8 +101,9 @@ where
     /// (see `PiecePicker::fetching_elsewhere`): a seeder is not asked for it in the
     /// background.
     pub fetching_elsewhere: &'a dyn Fn(ValidPieceIndex) -> bool,
-    /// swarmfs patch: only a priority piece (or a take-over of one), nothing else: a
-    /// requester busy with a background piece looks for one a reader waits on.
+    /// swarmfs patch: only a priority piece (or a take-over of one) or one wanted soon,
+    /// nothing else: a requester busy with a background piece looks for one a reader
+    /// waits on or will read next.
     pub only_priority: bool,
     /// swarmfs patch: the live peers that have every piece (the origin).
     pub seeders: &'a [PeerHandle],
@@ -286,10 +287,6 @@ impl PieceTracker {
             info.helpers.retain(|h| *h != req.peer);
             return AcquireResult::Stolen { piece, from_peer };
         }
-        if req.only_priority {
-            return AcquireResult::NoneAvailable;
-        }
-
         // swarmfs patch: the fewest peers that can have a piece this peer has: itself and
         // every seeder. A piece that rare ends a scan for the rarest: none can be rarer
         // (the scans used to run to the end of the order, almost always: a fleet's hosts
@@ -320,6 +317,10 @@ impl PieceTracker {
         }
         if let Some((_, piece)) = best {
             return self.reserve_piece(piece, req.peer);
+        }
+        // swarmfs patch: a request for priority pieces only takes pieces wanted soon too.
+        if req.only_priority {
+            return AcquireResult::NoneAvailable;
         }
 
         // Held back: only the first `tiers_while_held_back` tiers of the order go on.

@@ -1156,12 +1156,22 @@ enum Ask {
     Help,
     /// A piece a reader waits on, taken over from another peer: the chunks still missing.
     TakeOver,
+    /// A piece wanted soon (a sequential reader's read-ahead): asked for before the rest
+    /// of a background piece, up to `SOON_EXTRA_WINDOW` beyond the window.
+    Soon,
 }
 
 /// swarmfs patch: the chunks of pieces readers wait on may be requested this far beyond a
 /// peer's request window (two 256 KiB pieces), so that they need not wait for the
 /// background pieces in flight to drain.
 const URGENT_EXTRA_WINDOW: usize = 32;
+
+/// swarmfs patch: the chunks of pieces wanted soon (read-ahead) may be requested as far
+/// beyond a peer's request window as a read's: a requester in the middle of a
+/// background piece asks for them first. A background piece asked of the origin with the
+/// small window it gets while reads wait took 140-600 ms to request; a fleet reading a
+/// binary's head waited for it piece after piece.
+const SOON_EXTRA_WINDOW: usize = URGENT_EXTRA_WINDOW;
 
 struct PeerFlowControl {
     i_am_choked: bool,
@@ -1288,12 +1298,18 @@ impl PeerConnectionHandler for &'_ PeerHandler {
                 bencode::BencodeValue::Integer(piece),
             )) => {
                 // swarmfs patch: the peer has just asked a seeder for this piece.
+                // A negative value: -(piece + 1), a reader waits on it there.
+                let (piece, for_read) = if piece < 0 {
+                    (-(piece + 1), true)
+                } else {
+                    (piece, false)
+                };
                 if let (Some(picker), Ok(piece)) = (
                     self.state.shared.options.piece_picker.as_ref(),
                     u32::try_from(piece),
                 ) && self.state.lengths.validate_piece_index(piece).is_some()
                 {
-                    picker.on_peer_fetching(piece, self.addr.ip());
+                    picker.on_peer_fetching(piece, self.addr.ip(), for_read);
                 }
             }
             Message::Extended(ExtendedMessage::Dyn(
@@ -1681,7 +1697,8 @@ impl PeerHandler {
     /// Acquire a piece for this peer: try steal (10x) → reserve → steal (3x).
     ///
     /// Returns the piece index to download, or None if no pieces are available.
-    /// swarmfs patch: with `only_priority`, only a piece a reader waits on.
+    /// swarmfs patch: with `only_priority`, only a piece a reader waits on or one wanted
+    /// soon.
     /// swarmfs patch: the piece comes with how to ask for it (`Ask::Help`: only its
     /// missing chunks, beside the peer it was first asked of).
     fn acquire_next_piece(
@@ -1722,7 +1739,7 @@ impl PeerHandler {
         };
         // swarmfs patch: a piece asked of a seeder is announced to the peers that take
         // `swarmfs_fetching` (after the locks below are released).
-        let mut fetching: Option<ValidPieceIndex> = None;
+        let mut fetching: Option<(ValidPieceIndex, bool)> = None;
         // swarmfs patch: the seeders, whose urgent pieces in flight other peers take over
         // (only urgent pieces are taken over: only while readers wait).
         let seeders: &[PeerHandle] = match &sets {
@@ -1750,10 +1767,7 @@ impl PeerHandler {
                 let (background_order, background_allowed, tiers_while_held_back) = match picker {
                     Some(p) => {
                         p.urgent(&mut urgent);
-                        // (a request for priority pieces only never looks at these)
-                        if !only_priority {
-                            p.soon(&mut soon);
-                        }
+                        p.soon(&mut soon);
                         (
                             p.background_order(),
                             p.background_allowed(),
@@ -1806,7 +1820,7 @@ impl PeerHandler {
                     && let AcquireResult::Reserved(piece) | AcquireResult::Stolen { piece, .. } =
                         &result
                 {
-                    fetching = Some(*piece);
+                    fetching = Some((*piece, urgent.contains(&piece.get())));
                 }
                 match result {
                     AcquireResult::Reserved(piece) => {
@@ -1814,6 +1828,10 @@ impl PeerHandler {
                         if urgent.contains(&piece.get()) {
                             debug!(target: "swarmfs::piece", piece = piece.get(), peer = %self.addr, preempting = only_priority, "urgent piece requested");
                             return Ok(Some((piece, Ask::Urgent)));
+                        }
+                        if soon.contains(&piece.get()) {
+                            debug!(target: "swarmfs::piece", piece = piece.get(), peer = %self.addr, "ahead piece requested");
+                            return Ok(Some((piece, Ask::Soon)));
                         }
                         Ok(Some((piece, Ask::Whole)))
                     }
@@ -1842,13 +1860,15 @@ impl PeerHandler {
         if let Some((from_peer, piece)) = steal_info {
             self.state.peers.on_steal(from_peer, self.addr, piece);
         }
-        if let Some(piece) = fetching {
+        if let Some((piece, for_read)) = fetching {
             for e in self.state.peers.states.iter() {
                 if let Some(live) = e.value().get_live()
                     && live.swarmfs_fetching
                     && !live.seeder
                 {
-                    let _ = live.tx.send(WriterRequest::SwarmfsFetching(piece.get()));
+                    let _ = live
+                        .tx
+                        .send(WriterRequest::SwarmfsFetching(piece.get(), for_read));
                 }
             }
         }
@@ -2125,6 +2145,7 @@ impl PeerHandler {
     async fn request(&self, (piece, ask): (ValidPieceIndex, Ask)) -> crate::Result<bool> {
         match ask {
             Ask::Whole => aframe!(self.request_piece(piece)).await,
+            Ask::Soon => aframe!(self.request_soon_piece(piece)).await,
             _ => aframe!(self.request_now(piece, ask)).await,
         }
     }
@@ -2136,6 +2157,7 @@ impl PeerHandler {
             Ask::Help => aframe!(self.request_missing_chunks(piece, true)).await,
             Ask::TakeOver => aframe!(self.request_missing_chunks(piece, false)).await,
             Ask::Urgent | Ask::Whole => aframe!(self.request_urgent_piece(piece)).await,
+            Ask::Soon => aframe!(self.request_soon_piece(piece)).await,
         }
     }
 
@@ -2179,6 +2201,16 @@ impl PeerHandler {
         !urgent.is_empty()
     }
 
+    /// swarmfs patch: whether pieces are wanted soon (read-ahead).
+    fn soon_wanted(&self) -> bool {
+        let Some(picker) = self.state.shared.options.piece_picker.as_ref() else {
+            return false;
+        };
+        let mut soon = Vec::new();
+        picker.soon(&mut soon);
+        !soon.is_empty()
+    }
+
     /// swarmfs patch: waits for a free request slot. Meanwhile any piece a reader waits
     /// on that this peer can send is requested at once, beyond the window: a requester
     /// in the middle of a background piece waited for the window to drain chunk by
@@ -2195,7 +2227,8 @@ impl PeerHandler {
             if self.can_send_request_beyond(0) {
                 return Ok(true);
             }
-            let waiting = self.readers_wait();
+            // Pieces wanted soon (read-ahead) go before the rest of a background piece too.
+            let waiting = self.readers_wait() || self.soon_wanted();
             if waiting && let Some((piece, ask)) = self.acquire_next_piece(true)? {
                 if !aframe!(self.request_now(piece, ask)).await? {
                     return Ok(false);
@@ -2230,6 +2263,17 @@ impl PeerHandler {
                 return Ok(false);
             }
             if !aframe!(self.send_chunk_request(chunk, 0)).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// swarmfs patch: requests every chunk of a piece wanted soon, up to
+    /// SOON_EXTRA_WINDOW beyond the window. Returns false if the peer is gone.
+    async fn request_soon_piece(&self, piece: ValidPieceIndex) -> crate::Result<bool> {
+        for chunk in self.state.lengths.iter_chunk_infos(piece) {
+            if !aframe!(self.send_chunk_request(chunk, SOON_EXTRA_WINDOW)).await? {
                 return Ok(false);
             }
         }
