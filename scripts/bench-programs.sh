@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--rate-mbit) RATE_MBIT=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
-	-h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "bench-programs: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
