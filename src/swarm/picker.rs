@@ -951,6 +951,13 @@ mod tests {
         // Without an address of its own (listening on 0.0.0.0) a host never waits.
         let anywhere = Picker::new(&r, pieces, Some(IpAddr::from([0, 0, 0, 0])), &[], None);
         assert!(anywhere.may_ask_seeder(late, &fleet));
+        // Another host said it is fetching a read-ahead piece from the origin: held.
+        let held = (0..64u32)
+            .find(|&p| seeder_rank(p, me, &fleet) == 0 && p != first)
+            .unwrap();
+        picker.ahead(u64::from(held)..u64::from(held) + 1);
+        picker.on_peer_fetching(held, fleet[1], false);
+        assert!(!picker.may_ask_seeder(held, &fleet));
     }
 
     #[test]
