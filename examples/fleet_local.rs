@@ -208,9 +208,11 @@ fn pieces_of(r: &Release, (e, off, len): Read) -> std::ops::Range<u64> {
 async fn host(f: Arc<Fetcher>, r: Arc<Release>, reads: Arc<Vec<Read>>, t0: Instant) -> (f64, f64) {
     let ra = Readahead::default();
     for &(e, off, len) in reads.iter() {
-        // What the FUSE adapter does: read-ahead for sequential readers, then the read.
-        let window = ra.on_read(e as u64, off, len);
+        // What the FUSE adapter does: the read claims its pieces, read-ahead for
+        // sequential readers is asked for, then the read waits.
         let own = pieces_of(&r, (e, off, len));
+        let claim = f.claim(own.clone());
+        let window = ra.on_read(e as u64, off, len);
         if window > 0 {
             let end = (off + len + window).min(r.entries[e].length);
             let ahead = pieces_of(&r, (e, off + len, end.saturating_sub(off + len)));
@@ -220,7 +222,7 @@ async fn host(f: Arc<Fetcher>, r: Arc<Release>, reads: Arc<Vec<Read>>, t0: Insta
             }
         }
         let t = Instant::now();
-        f.fetch(e, off, own.clone()).await.expect("fetch");
+        f.fetch(e, off, own.clone(), claim).await.expect("fetch");
         if t.elapsed() > Duration::from_secs(2) {
             eprintln!("slow read: pieces {own:?} took {:?}", t.elapsed());
         }

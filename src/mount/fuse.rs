@@ -407,7 +407,7 @@ impl Filesystem for SwarmFs {
                 self.fetcher.fetch_ahead(ahead);
             }
         }
-        if claim.is_none() {
+        let Some(claim) = claim else {
             self.stats.cached_reads.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             return match span.in_scope(|| self.read_cached(&plan)) {
@@ -421,7 +421,7 @@ impl Filesystem for SwarmFs {
                     reply.error(errno(&e))
                 }
             };
-        }
+        };
         // Needs the swarm: answer from a task, never block this thread.
         let fetcher = self.fetcher.clone();
         let store = self.store.clone();
@@ -431,12 +431,11 @@ impl Filesystem for SwarmFs {
         self.rt.spawn(
             async move {
                 let _recording = recording;
-                let _claim = claim;
                 let started = Instant::now();
                 let path = &paths[plan.entry];
                 let r = tokio::time::timeout(
                     timeout,
-                    fetcher.fetch(plan.entry, plan.offset, plan.pieces.clone()),
+                    fetcher.fetch(plan.entry, plan.offset, plan.pieces.clone(), claim),
                 )
                 .await;
                 let r = match r {

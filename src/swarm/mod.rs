@@ -283,14 +283,21 @@ impl Fetcher {
         .await
     }
 
+    /// Makes the missing ones of `pieces` urgent until the claim is dropped: a read about
+    /// to wait for them claims them before it asks for its read-ahead.
+    pub fn claim(&self, pieces: std::ops::Range<u64>) -> picker::Wanted {
+        self.picker.want(pieces)
+    }
+
     /// Resolves once `pieces` (which hold bytes of entry `entry` from `offset`) are
-    /// verified in the cache: an on-demand read. They go to the head of the queue (see
-    /// [`picker`]).
+    /// verified in the cache: an on-demand read, holding `claim` (from [`Fetcher::claim`]
+    /// of the same pieces) until then. They go to the head of the queue (see [`picker`]).
     pub async fn fetch(
         &self,
         entry: usize,
         offset: u64,
         pieces: std::ops::Range<u64>,
+        claim: picker::Wanted,
     ) -> Result<(), SwarmError> {
         if self.pieces.first_missing(pieces.clone()).is_none() {
             return Ok(());
@@ -309,7 +316,7 @@ impl Fetcher {
         let t0 = std::time::Instant::now();
         let (p0, p1) = (pieces.start, pieces.end);
         let r = async {
-            let _wanted = self.picker.want(pieces.clone());
+            let _claim = claim;
             self.wake_requesters();
             tokio::select! {
                 _ = self.pieces.wait_all(pieces) => Ok(()),
@@ -330,12 +337,6 @@ impl Fetcher {
 
     /// Asks for `pieces` ahead of the background, without waiting: the next pieces of a
     /// file being read front to back.
-    /// Makes the missing ones of `pieces` urgent until the claim is dropped (a read about
-    /// to wait for them; [`Fetcher::fetch`] claims them as well).
-    pub fn claim(&self, pieces: std::ops::Range<u64>) -> picker::Wanted {
-        self.picker.want(pieces)
-    }
-
     pub fn fetch_ahead(&self, pieces: std::ops::Range<u64>) {
         if self.picker.ahead(pieces) {
             self.wake_requesters();

@@ -2145,7 +2145,6 @@ impl PeerHandler {
     async fn request(&self, (piece, ask): (ValidPieceIndex, Ask)) -> crate::Result<bool> {
         match ask {
             Ask::Whole => aframe!(self.request_piece(piece)).await,
-            Ask::Soon => aframe!(self.request_soon_piece(piece)).await,
             _ => aframe!(self.request_now(piece, ask)).await,
         }
     }
@@ -2156,8 +2155,11 @@ impl PeerHandler {
         match ask {
             Ask::Help => aframe!(self.request_missing_chunks(piece, true)).await,
             Ask::TakeOver => aframe!(self.request_missing_chunks(piece, false)).await,
-            Ask::Urgent | Ask::Whole => aframe!(self.request_urgent_piece(piece)).await,
-            Ask::Soon => aframe!(self.request_soon_piece(piece)).await,
+            Ask::Urgent | Ask::Whole => {
+                trace!(piece = piece.get(), "requesting urgent piece");
+                aframe!(self.request_all_chunks(piece, URGENT_EXTRA_WINDOW)).await
+            }
+            Ask::Soon => aframe!(self.request_all_chunks(piece, SOON_EXTRA_WINDOW)).await,
         }
     }
 
@@ -2269,23 +2271,11 @@ impl PeerHandler {
         Ok(true)
     }
 
-    /// swarmfs patch: requests every chunk of a piece wanted soon, up to
-    /// SOON_EXTRA_WINDOW beyond the window. Returns false if the peer is gone.
-    async fn request_soon_piece(&self, piece: ValidPieceIndex) -> crate::Result<bool> {
+    /// swarmfs patch: requests every chunk of a piece a reader waits on or wants soon, up
+    /// to `extra` beyond the window. Returns false if the peer is gone.
+    async fn request_all_chunks(&self, piece: ValidPieceIndex, extra: usize) -> crate::Result<bool> {
         for chunk in self.state.lengths.iter_chunk_infos(piece) {
-            if !aframe!(self.send_chunk_request(chunk, SOON_EXTRA_WINDOW)).await? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// swarmfs patch: requests every chunk of a piece a reader waits on, up to
-    /// URGENT_EXTRA_WINDOW beyond the window. Returns false if the peer is gone.
-    async fn request_urgent_piece(&self, piece: ValidPieceIndex) -> crate::Result<bool> {
-        trace!(piece = piece.get(), "requesting urgent piece");
-        for chunk in self.state.lengths.iter_chunk_infos(piece) {
-            if !aframe!(self.send_chunk_request(chunk, URGENT_EXTRA_WINDOW)).await? {
+            if !aframe!(self.send_chunk_request(chunk, extra)).await? {
                 return Ok(false);
             }
         }
