@@ -15,6 +15,7 @@
 //! It owns the worker threads and the reuse counters; it writes only through
 //! [`Store::write_piece`], and it imports the swarm only to hand pieces over.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
@@ -34,6 +35,11 @@ pub struct Reuse {
     pieces_reused: AtomicU64,
     bytes_reused: AtomicU64,
     pieces_failed: AtomicU64,
+    /// Of those, pieces whose unchanged files' bytes were written here (only the rest is
+    /// asked of peers), and those waiting for the swarm engine to go live to be handed
+    /// over (they stay deferred until then).
+    pieces_partial: AtomicU64,
+    pending_partial: Mutex<Vec<(u64, Vec<Range<u32>>)>>,
     planned: u64,
     running: AtomicBool,
     started: Instant,
@@ -46,12 +52,16 @@ pub struct Reuse {
 /// What a rebuild has done, for `status` and the metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ReuseStats {
-    /// Pieces with local candidates when the mount started.
+    /// Pieces with local candidates (or some bytes known, see `Plan::read_known`) when
+    /// the mount started.
     pub planned: u64,
     pub pieces_reused: u64,
     pub bytes_reused: u64,
     /// Planned pieces no candidate built (left to the swarm).
     pub pieces_failed: u64,
+    /// Of those, pieces whose unchanged files' bytes (counted in `bytes_reused`) were
+    /// written here: only their changed bytes came from the swarm.
+    pub pieces_partial: u64,
     pub running: bool,
     /// How long the rebuild took, once done.
     pub seconds: Option<f64>,
@@ -68,7 +78,10 @@ impl Reuse {
         let deferred = Arc::new(PieceSet::new(n));
         let mut order: Vec<u64> = Vec::new();
         for p in first.iter().map(|&p| p as u64).chain(0..n) {
-            if !pieces.has(p) && !deferred.has(p) && !plan.candidates(p).is_empty() {
+            if !pieces.has(p)
+                && !deferred.has(p)
+                && (!plan.candidates(p).is_empty() || plan.has_known(p))
+            {
                 deferred.insert(p);
                 order.push(p);
             }
@@ -82,6 +95,8 @@ impl Reuse {
             pieces_reused: AtomicU64::new(0),
             bytes_reused: AtomicU64::new(0),
             pieces_failed: AtomicU64::new(0),
+            pieces_partial: AtomicU64::new(0),
+            pending_partial: Mutex::new(Vec::new()),
             planned: order.len() as u64,
             running: AtomicBool::new(true),
             started: Instant::now(),
@@ -121,6 +136,7 @@ impl Reuse {
             pieces_reused: self.pieces_reused.load(Ordering::Relaxed),
             bytes_reused: self.bytes_reused.load(Ordering::Relaxed),
             pieces_failed: self.pieces_failed.load(Ordering::Relaxed),
+            pieces_partial: self.pieces_partial.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Acquire),
             seconds: (ms > 0).then(|| ms as f64 / 1000.0),
         }
@@ -147,6 +163,7 @@ impl Reuse {
                 });
             }
         });
+        self.hand_over_partial();
         // Whatever was not tried (a write failed) goes back to the swarm.
         for &p in &order {
             self.deferred.remove(p);
@@ -166,6 +183,7 @@ impl Reuse {
             pieces = st.pieces_reused,
             bytes = st.bytes_reused,
             from_swarm = st.pieces_failed,
+            partial = st.pieces_partial,
             seconds = format!("{:.2}", took.as_secs_f64()),
             mb_per_s = format!(
                 "{:.0}",
@@ -209,7 +227,13 @@ impl Reuse {
                     }
                 }
             };
-            let p = match waited.iter().find(|&&p| self.deferred.has(p)) {
+            // Partly rebuilt pieces kept for the engine go to it once it is live.
+            self.give_pending_partial();
+            // (A piece claimed already is being built, or waits for that hand-over.)
+            let p = match waited
+                .iter()
+                .find(|&&p| self.deferred.has(p) && !claimed.has(p))
+            {
                 Some(&p) => p,
                 None => match from_profile() {
                     Some(p) => p,
@@ -238,6 +262,7 @@ impl Reuse {
                     && <[u8; 20]>::from(Sha1::digest(&*buf)) == *want
             });
             let mut done = false;
+            let mut partial = None;
             if built {
                 match store.write_piece(p, buf) {
                     Ok(()) => {
@@ -253,6 +278,32 @@ impl Reuse {
                 }
             } else {
                 self.pieces_failed.fetch_add(1, Ordering::Relaxed);
+                // Its unchanged files need not cross the network.
+                match plan.read_known(p, buf, &mut reader) {
+                    Ok(known) if known_len(&known) > 0 && known_len(&known) < len as u64 => {
+                        match store.write_ranges(p, buf, &known) {
+                            Ok(()) => partial = Some(known),
+                            Err(e) => {
+                                stop.store(true, Ordering::Release);
+                                write_error.lock().expect("not poisoned").get_or_insert(e);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(known) = partial {
+                match self.fetcher.get().filter(|f| f.is_live()) {
+                    Some(f) => self.give_partial(f, p, &known),
+                    // Handed over once the engine is live; deferred until then.
+                    None => {
+                        self.pending_partial
+                            .lock()
+                            .expect("not poisoned")
+                            .push((p, known));
+                        continue;
+                    }
+                }
             }
             let was_waited = self.deferred.remove(p) && waited.contains(&p);
             if let Some(f) = self.fetcher.get() {
@@ -264,6 +315,74 @@ impl Reuse {
             }
         }
     }
+}
+
+impl Reuse {
+    /// Hands a partly written piece to the live swarm engine (only its unknown bytes are
+    /// asked for).
+    fn give_partial(&self, f: &Fetcher, p: u64, known: &[Range<u32>]) {
+        if f.add_partial_piece(p, known) {
+            self.pieces_partial.fetch_add(1, Ordering::Relaxed);
+            self.bytes_reused
+                .fetch_add(known_len(known), Ordering::Relaxed);
+        }
+    }
+
+    /// Hands over the partly written pieces kept while the swarm engine was not live, if
+    /// it is now.
+    fn give_pending_partial(&self) {
+        let Some(f) = self.fetcher.get().filter(|f| f.is_live()) else {
+            return;
+        };
+        let pending = std::mem::take(&mut *self.pending_partial.lock().expect("not poisoned"));
+        for (p, known) in &pending {
+            self.give_partial(f, *p, known);
+            self.deferred.remove(*p);
+        }
+        if !pending.is_empty() {
+            f.wake_requesters();
+        }
+    }
+
+    /// Hands over the partly written pieces kept while the swarm engine checked the
+    /// cache, once it is live (they stay deferred until then: asked for whole, their
+    /// unchanged bytes would cross the network). Gives up after `PARTIAL_WAIT`: the
+    /// pieces are then fetched whole.
+    fn hand_over_partial(&self) {
+        let pending = std::mem::take(&mut *self.pending_partial.lock().expect("not poisoned"));
+        if pending.is_empty() {
+            return;
+        }
+        let since = Instant::now();
+        let live = loop {
+            if let Some(f) = self.fetcher.get().filter(|f| f.is_live()) {
+                break Some(f);
+            }
+            if since.elapsed() > PARTIAL_WAIT {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        match live {
+            Some(f) => {
+                for (p, known) in &pending {
+                    self.give_partial(f, *p, known);
+                }
+            }
+            None => warn!(
+                pieces = pending.len(),
+                "the swarm engine did not start in time: pieces partly rebuilt are fetched whole"
+            ),
+        }
+    }
+}
+
+/// How long partly rebuilt pieces wait for the swarm engine's check of the cache.
+const PARTIAL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Bytes in `ranges`.
+fn known_len(ranges: &[Range<u32>]) -> u64 {
+    ranges.iter().map(|r| (r.end - r.start) as u64).sum()
 }
 
 /// Lowers this thread's scheduling priority (nice 10): the rebuild uses every core, and

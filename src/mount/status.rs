@@ -96,6 +96,10 @@ pub struct Status {
     pub reused_bytes: u64,
     #[serde(default)]
     pub reused_pieces: u64,
+    /// Pieces of which only the changed files' bytes came from the swarm (the rest,
+    /// counted in `reused_bytes`, from other releases in the cache).
+    #[serde(default)]
+    pub reused_partial_pieces: u64,
     #[serde(default)]
     pub reuse_running: bool,
     /// How long the rebuild took, once done.
@@ -175,6 +179,7 @@ impl MountInfo {
             recording: self.recorder.as_ref().is_some_and(|r| !r.closed()),
             reused_bytes: reuse.bytes_reused,
             reused_pieces: reuse.pieces_reused,
+            reused_partial_pieces: reuse.pieces_partial,
             reuse_running: reuse.running,
             reuse_seconds: reuse.seconds,
             prewarm_total_bytes: None,

@@ -183,8 +183,30 @@ impl Store {
     /// the cache files it covers, created as the swarm's storage creates them (sparse, at
     /// their full length). Padding is not stored.
     pub fn write_piece(&self, piece: u64, buf: &[u8]) -> io::Result<()> {
-        let pl = self.release.piece_length;
-        let start = piece * pl;
+        self.write_at(piece * self.release.piece_length, buf)
+    }
+
+    /// Writes `ranges` (within piece `piece`) of `buf` (the piece's bytes) into the cache
+    /// files, as [`Store::write_piece`] does: the known part of a piece whose rest comes
+    /// from the swarm.
+    pub fn write_ranges(
+        &self,
+        piece: u64,
+        buf: &[u8],
+        ranges: &[std::ops::Range<u32>],
+    ) -> io::Result<()> {
+        let start = piece * self.release.piece_length;
+        for r in ranges {
+            self.write_at(
+                start + r.start as u64,
+                &buf[r.start as usize..r.end as usize],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` at `start` in the release's byte stream (padding is not stored).
+    fn write_at(&self, start: u64, buf: &[u8]) -> io::Result<()> {
         let end = start + buf.len() as u64;
         let first = self
             .release

@@ -147,6 +147,17 @@ impl Plan {
         out
     }
 
+    /// Whether some bytes of piece `p` are known without its hash (see
+    /// [`Plan::read_known`]): a piece no candidate builds may still come from the swarm
+    /// only in part.
+    pub fn has_known(&self, p: u64) -> bool {
+        self.entries_of(p).any(|(i, e)| match e.kind {
+            EntryKind::Padding => false,
+            EntryKind::File { .. } => self.sources[i].as_ref().is_some_and(|s| s.by_sha1),
+            EntryKind::Symlink { .. } => false,
+        })
+    }
+
     pub fn stats(&self) -> PlanStats {
         let mut s = PlanStats::default();
         for src in self.sources.iter().flatten() {
@@ -183,6 +194,40 @@ impl Plan {
                 })
             }
         }
+    }
+
+    /// Fills the bytes of target piece `p` that are known without the piece's hash: the
+    /// files found by content (their BEP 47 `sha1` matched a local file's) and padding.
+    /// Returns those ranges (within the piece, merged, in order); the rest of `buf` is
+    /// left as it was. For a piece no candidate built: its unchanged files' bytes need
+    /// not cross the network (the piece's hash still decides). Files found only by path
+    /// are not known: a file changed in place keeps its path.
+    pub fn read_known(
+        &self,
+        p: u64,
+        buf: &mut [u8],
+        files: &mut Reader,
+    ) -> io::Result<Vec<std::ops::Range<u32>>> {
+        let start = p * self.target.piece_length;
+        let end = start + buf.len() as u64;
+        let mut known: Vec<std::ops::Range<u32>> = Vec::new();
+        for (i, e) in self.entries_of(p) {
+            let (a, b) = (start.max(e.offset), end.min(e.offset + e.length));
+            let dst = &mut buf[(a - start) as usize..(b - start) as usize];
+            match (&e.kind, &self.sources[i]) {
+                (EntryKind::Padding, _) => dst.fill(0),
+                (EntryKind::File { .. }, Some(src)) if src.by_sha1 => {
+                    files.read(&src.path, a - e.offset, dst)?
+                }
+                _ => continue,
+            }
+            let r = (a - start) as u32..(b - start) as u32;
+            match known.last_mut() {
+                Some(last) if last.end == r.start => last.end = r.end,
+                _ => known.push(r),
+            }
+        }
+        Ok(known)
     }
 
     /// The target's entries that piece `p` overlaps, with their indices.
@@ -347,6 +392,63 @@ mod tests {
         }
         assert!(ok.iter().filter(|&&b| !b).count() >= 1);
         assert!(ok.iter().filter(|&&b| b).count() as u64 >= big_pieces.end - big_pieces.start);
+    }
+
+    #[test]
+    fn of_a_piece_no_candidate_builds_the_files_found_by_content_are_known() {
+        // One packed piece: "a" unchanged, "b" changed in place (same path), "c" new,
+        // "d" unchanged.
+        let (a, b, d) = (bytes(3000, 1), bytes(5000, 2), bytes(4000, 4));
+        let (n_dir, n) = release_of(&[("a", a.clone()), ("b", b.clone()), ("d", d.clone())], PL);
+        let mut b2 = b.clone();
+        b2[100] ^= 1;
+        let c = bytes(2000, 3);
+        let (_m_dir, m) = release_of(
+            &[("a", a.clone()), ("b", b2), ("c", c), ("d", d.clone())],
+            PL,
+        );
+        let plan = Plan::new(
+            m.clone(),
+            vec![Local {
+                release: n.clone(),
+                data_dir: n_dir.path().to_path_buf(),
+            }],
+        );
+        assert!(plan.candidates(0).is_empty(), "a new file: no candidate");
+        assert!(plan.has_known(0));
+        let len = m.total_length as usize;
+        let mut buf = vec![0xAAu8; len];
+        let known = plan
+            .read_known(0, &mut buf, &mut Reader::default())
+            .unwrap();
+        let at = |name: &str| {
+            let e = m.entries.iter().find(|e| e.display_path() == name).unwrap();
+            e.offset as u32..(e.offset + e.length) as u32
+        };
+        assert_eq!(known, vec![at("a"), at("d")]);
+        assert_eq!(&buf[at("a").start as usize..at("a").end as usize], &a[..]);
+        assert_eq!(&buf[at("d").start as usize..at("d").end as usize], &d[..]);
+        // The changed and the new file's bytes are left alone.
+        assert!(buf[at("b").start as usize..at("c").end as usize]
+            .iter()
+            .all(|&x| x == 0xAA));
+        // Without `sha1` (a torrent of another tool), nothing is known.
+        let mut m_nosha = (*m).clone();
+        for e in &mut m_nosha.entries {
+            e.sha1 = None;
+        }
+        let plan = Plan::new(
+            Arc::new(m_nosha),
+            vec![Local {
+                release: n,
+                data_dir: n_dir.path().to_path_buf(),
+            }],
+        );
+        assert!(!plan.has_known(0));
+        assert!(plan
+            .read_known(0, &mut buf, &mut Reader::default())
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

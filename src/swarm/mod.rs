@@ -350,6 +350,31 @@ impl Fetcher {
         add_local(&self.torrent, piece);
     }
 
+    /// Piece `piece`, kept from peers meanwhile (deferred), has the bytes `known` (ranges
+    /// within it) written from local data: only the rest is asked of peers, and the
+    /// piece's hash decides. False when the engine is not live yet (or it refused: the
+    /// piece is then fetched whole).
+    pub fn add_partial_piece(&self, piece: u64, known: &[std::ops::Range<u32>]) -> bool {
+        let Some(live) = self.torrent.live() else {
+            return false;
+        };
+        match live.add_partial_piece(piece as u32, known) {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::debug!(
+                    piece,
+                    "cannot hand a partial piece to the swarm engine: {e:#}"
+                );
+                false
+            }
+        }
+    }
+
+    /// Whether the swarm engine is live (its check of the cache done).
+    pub fn is_live(&self) -> bool {
+        self.torrent.live().is_some()
+    }
+
     /// Appends the pieces reads wait on that are being rebuilt locally.
     pub fn waited_deferred(&self, out: &mut Vec<u64>) {
         self.picker.waited_deferred(out);

@@ -493,6 +493,11 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         self.deferred.is_some()
     }
 
+    fn on_partial_piece_refused(&self, _piece: u32) {
+        // Counted as a hash failure: the storage's count sees only pieces written whole.
+        self.pieces.note_hash_failure();
+    }
+
     fn deferred(&self, piece: u32) -> bool {
         // Also a piece already here that the engine does not know of yet (rebuilt locally
         // while it checked the cache, handed over just after): never fetched twice.

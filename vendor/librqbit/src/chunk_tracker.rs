@@ -42,6 +42,21 @@ pub struct ChunkTracker {
     // Quick to retrieve stats, that MUST be in sync with the BFs
     // above (have/selected).
     hns: HaveNeededSelected,
+
+    // swarmfs patch: pieces partly written by the application from local data (a delta
+    // deploy: the files of the piece that did not change). Their known chunks count as
+    // received; of a chunk partly known, only the unknown bytes are asked for.
+    local_parts: std::collections::HashMap<u32, LocalParts>,
+}
+
+/// swarmfs patch: what of a piece the application has written from local data.
+#[derive(Debug, Clone, Default)]
+struct LocalParts {
+    /// Chunks wholly written.
+    known_chunks: Vec<u32>,
+    /// Chunks partly written: (chunk index, first unknown byte in the piece, length of
+    /// the unknown span). Known bytes inside the span are asked for again.
+    ask: Vec<(u32, u32, u32)>,
 }
 
 #[derive(Default, Debug, PartialEq, Eq, Clone, Copy)]
@@ -178,6 +193,7 @@ impl ChunkTracker {
             have: have_pieces,
             hns: HaveNeededSelected::default(),
             per_file_bytes: vec![0; file_infos.len()],
+            local_parts: Default::default(),
         };
         ct.recalculate_per_file_bytes(file_infos);
         ct.hns = ct.calc_hns();
@@ -300,7 +316,95 @@ impl ChunkTracker {
         self.queue_pieces.set(index.get() as usize, true);
         if let Some(s) = self.chunk_status.get_mut(self.lengths.chunk_range(index)) {
             s.fill(false);
+            // swarmfs patch: what the application wrote from local data is still there (a
+            // hash failure forgets it first: `forget_local_parts`).
+            if let Some(parts) = self.local_parts.get(&index.get()) {
+                for &c in &parts.known_chunks {
+                    s.set(c as usize, true);
+                }
+            }
         }
+    }
+
+    /// swarmfs patch: the application has written the bytes `known` (ranges within the
+    /// piece) of a piece nobody is fetching: its chunks wholly known count as received,
+    /// and of a chunk partly known only the unknown span is asked for. Refused (false)
+    /// for a piece we have, one with chunks received, or one with nothing left to ask.
+    pub(crate) fn set_local_parts(
+        &mut self,
+        index: ValidPieceIndex,
+        known: &[std::ops::Range<u32>],
+    ) -> bool {
+        if self.is_piece_have(index) {
+            return false;
+        }
+        let range = self.lengths.chunk_range(index);
+        let Some(status) = self.chunk_status.get(range.clone()) else {
+            return false;
+        };
+        if status.any() {
+            return false;
+        }
+        let mut parts = LocalParts::default();
+        for chunk in self.lengths.iter_chunk_infos(index) {
+            let (start, end) = (chunk.offset, chunk.offset + chunk.size);
+            // The chunk's bytes not covered by `known`, as a span [lo, hi).
+            let mut unknown: Option<(u32, u32)> = None;
+            let mut pos = start;
+            let mut spans: Vec<(u32, u32)> = known
+                .iter()
+                .filter(|r| r.start < end && r.end > start)
+                .map(|r| (r.start.max(start), r.end.min(end)))
+                .collect();
+            spans.sort_unstable();
+            let mut add = |a: u32, b: u32| {
+                if a < b {
+                    unknown = Some(unknown.map_or((a, b), |(lo, _)| (lo, b)));
+                }
+            };
+            for (a, b) in spans {
+                add(pos, a);
+                pos = pos.max(b);
+            }
+            add(pos, end);
+            match unknown {
+                None => parts.known_chunks.push(chunk.chunk_index),
+                Some((lo, hi)) if (lo, hi) != (start, end) => {
+                    parts.ask.push((chunk.chunk_index, lo, hi - lo))
+                }
+                Some(_) => {}
+            }
+        }
+        if parts.known_chunks.len() == range.len() {
+            return false;
+        }
+        let status = self.chunk_status.get_mut(range).expect("checked above");
+        for &c in &parts.known_chunks {
+            status.set(c as usize, true);
+        }
+        self.local_parts.insert(index.get(), parts);
+        true
+    }
+
+    /// swarmfs patch: the piece failed its hash: what the application wrote is not trusted
+    /// any more, the whole piece is asked for.
+    pub(crate) fn forget_local_parts(&mut self, index: ValidPieceIndex) {
+        self.local_parts.remove(&index.get());
+    }
+
+    /// swarmfs patch: whether the application wrote part of this piece from local data.
+    pub(crate) fn has_local_parts(&self, index: ValidPieceIndex) -> bool {
+        self.local_parts.contains_key(&index.get())
+    }
+
+    /// swarmfs patch: the span of `chunk` to ask for, when only part of it is unknown.
+    pub(crate) fn local_ask_span(&self, chunk: &ChunkInfo) -> Option<(u32, u32)> {
+        let parts = self.local_parts.get(&chunk.piece_index.get())?;
+        parts
+            .ask
+            .iter()
+            .find(|(c, _, _)| *c == chunk.chunk_index)
+            .map(|&(_, begin, len)| (begin, len))
     }
 
     pub fn mark_piece_downloaded(&mut self, idx: ValidPieceIndex) {
@@ -310,6 +414,7 @@ impl ChunkTracker {
         // its file - queued it. A piece we have is not one a peer should be handed, so
         // whatever queued it in that window is undone here.
         self.queue_pieces.set(id, false);
+        self.local_parts.remove(&idx.get());
         if !self.have.as_slice()[id] {
             self.have.as_slice_mut().set(id, true);
             let len = self.lengths.piece_length(idx) as u64;
@@ -333,15 +438,14 @@ impl ChunkTracker {
     }
 
     // return true if the whole piece is marked downloaded
+    //
+    // swarmfs patch: takes the chunk the data was mapped to (a span of a chunk partly
+    // written from local data marks the chunk).
     pub fn mark_chunk_downloaded(
         &mut self,
         piece: &Piece<ByteBuf<'_>>,
+        chunk_info: &ChunkInfo,
     ) -> Option<ChunkMarkingResult> {
-        let chunk_info = self.lengths.chunk_info_from_received_data(
-            self.lengths.validate_piece_index(piece.index)?,
-            piece.begin,
-            piece.len().try_into().unwrap(),
-        )?;
         let chunk_range = self.lengths.chunk_range(chunk_info.piece_index);
         let chunk_range = self.chunk_status.get_mut(chunk_range).unwrap();
         if chunk_range.all() {

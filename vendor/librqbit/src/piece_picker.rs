@@ -125,6 +125,10 @@ pub trait PiecePicker: Send + Sync {
         0
     }
 
+    /// A piece the application wrote in part (`add_partial_piece`) failed its check: the
+    /// local bytes were wrong, or the peer's. It is fetched whole; the peer is kept.
+    fn on_partial_piece_refused(&self, _piece: u32) {}
+
     /// Whether `deferred` may answer true at all now (asked once per piece request, so
     /// that a picker that defers nothing costs nothing per candidate piece).
     fn defers(&self) -> bool {

@@ -15,7 +15,7 @@ use std::{
 };
 
 use buffers::ByteBuf;
-use librqbit_core::lengths::ValidPieceIndex;
+use librqbit_core::lengths::{ChunkInfo, ValidPieceIndex};
 use peer_binary_protocol::Piece;
 
 use crate::{
@@ -498,7 +498,21 @@ impl PieceTracker {
     /// requeue it, to be fetched from one peer only (the liar is then found).
     pub fn mark_piece_hash_failed_multi_source(&mut self, piece: ValidPieceIndex) {
         self.single_source.insert(piece);
+        self.chunks.forget_local_parts(piece);
         self.chunks.mark_piece_broken_if_not_have(piece);
+    }
+
+    /// swarmfs patch: the application wrote the bytes `known` of a piece nobody is
+    /// fetching (see `ChunkTracker::set_local_parts`). False if the piece is in flight.
+    pub fn set_local_parts(
+        &mut self,
+        piece: ValidPieceIndex,
+        known: &[std::ops::Range<u32>],
+    ) -> bool {
+        if self.inflight.contains_key(&piece) {
+            return false;
+        }
+        self.chunks.set_local_parts(piece, known)
     }
 
     /// Mark piece as downloaded after successful hash verification.
@@ -509,6 +523,7 @@ impl PieceTracker {
 
     /// Mark piece as failed after hash verification failure - requeues the piece.
     pub fn mark_piece_hash_failed(&mut self, piece: ValidPieceIndex) {
+        self.chunks.forget_local_parts(piece);
         self.chunks.mark_piece_broken_if_not_have(piece);
     }
 
@@ -569,8 +584,9 @@ impl PieceTracker {
     pub fn mark_chunk_downloaded(
         &mut self,
         piece: &Piece<ByteBuf<'_>>,
+        chunk_info: &ChunkInfo,
     ) -> Option<ChunkMarkingResult> {
-        self.chunks.mark_chunk_downloaded(piece)
+        self.chunks.mark_chunk_downloaded(piece, chunk_info)
     }
 
     /// Update which files are selected for download.

@@ -795,6 +795,42 @@ impl TorrentStateLive {
         Ok(true)
     }
 
+    /// swarmfs patch: the application has written the bytes `known` (ranges within the
+    /// piece) of a piece it kept from the peers meanwhile (the picker's deferred set), from
+    /// local data it trusts but has not verified as a piece: the unchanged files of a
+    /// piece whose other bytes changed. Peers are asked only for the rest (a span of a
+    /// chunk, of peers that take such requests); the piece's hash decides as always, and
+    /// if it fails, the whole piece is fetched. Returns whether it was taken (not for a
+    /// piece we have, one in flight, or one with nothing left to ask).
+    pub fn add_partial_piece(
+        &self,
+        piece: u32,
+        known: &[std::ops::Range<u32>],
+    ) -> crate::Result<bool> {
+        let Some(index) = self.lengths.validate_piece_index(piece) else {
+            return Ok(false);
+        };
+        let mut g = self.lock_write("add_partial_piece");
+        Ok(g.get_pieces_mut()?.set_local_parts(index, known))
+    }
+
+    /// swarmfs patch: the chunks of `piece` to ask `for_peer` for: those not received, and
+    /// of a chunk partly written from local data only its unknown span, when the peer
+    /// takes requests for part of a chunk (`spans_ok`).
+    fn chunks_to_ask(&self, piece: ValidPieceIndex, spans_ok: bool) -> crate::Result<Vec<ChunkInfo>> {
+        let g = self.lock_read("chunks_to_ask");
+        let chunks = g.get_pieces()?.chunks();
+        Ok(self
+            .lengths
+            .iter_chunk_infos(piece)
+            .filter(|c| !chunks.is_chunk_received(c))
+            .map(|c| match chunks.local_ask_span(&c) {
+                Some((offset, size)) if spans_ok => ChunkInfo { offset, size, ..c },
+                _ => c,
+            })
+            .collect())
+    }
+
     pub fn info(&self) -> &ValidatedTorrentMetaV1Info<ByteBufOwned> {
         &self.metadata.info
     }
@@ -1891,7 +1927,8 @@ impl PeerHandler {
             }
         };
 
-        let chunk_info = match self.state.lengths.chunk_info_from_received_data(
+        let chunk_info = match chunk_or_span(
+            &self.state.lengths,
             piece_index,
             request.begin,
             request.length,
@@ -2172,16 +2209,7 @@ impl PeerHandler {
         piece: ValidPieceIndex,
         last_first: bool,
     ) -> crate::Result<bool> {
-        let missing: Vec<ChunkInfo> = {
-            let g = self.state.lock_read("missing_chunks");
-            let chunks = g.get_pieces()?.chunks();
-            self.state
-                .lengths
-                .iter_chunk_infos(piece)
-                .filter(|c| !chunks.is_chunk_received(c))
-                .collect()
-        };
-        let mut missing = missing;
+        let mut missing = self.state.chunks_to_ask(piece, self.takes_spans())?;
         if last_first {
             missing.reverse();
         }
@@ -2191,6 +2219,17 @@ impl PeerHandler {
             }
         }
         Ok(true)
+    }
+
+    /// swarmfs patch: whether this peer takes a request for part of a chunk. Every
+    /// client takes requests shorter than 16 KiB (BEP 3 sets no lower bound), but librqbit
+    /// drops a peer that sends one: only swarmfs hosts (they speak `swarmfs_fetching`)
+    /// are sent them.
+    fn takes_spans(&self) -> bool {
+        self.state
+            .peers
+            .with_live(self.addr, |live| live.swarmfs_fetching)
+            .unwrap_or(false)
     }
 
     /// swarmfs patch: whether any reader waits.
@@ -2260,7 +2299,7 @@ impl PeerHandler {
     /// Requests every chunk of a background piece, a window slot each. Returns false if
     /// the peer is gone.
     async fn request_piece(&self, piece: ValidPieceIndex) -> crate::Result<bool> {
-        for chunk in self.state.lengths.iter_chunk_infos(piece) {
+        for chunk in self.state.chunks_to_ask(piece, self.takes_spans())? {
             if !aframe!(self.wait_for_slot_serving_urgent()).await? {
                 return Ok(false);
             }
@@ -2274,7 +2313,7 @@ impl PeerHandler {
     /// swarmfs patch: requests every chunk of a piece a reader waits on or wants soon, up
     /// to `extra` beyond the window. Returns false if the peer is gone.
     async fn request_all_chunks(&self, piece: ValidPieceIndex, extra: usize) -> crate::Result<bool> {
-        for chunk in self.state.lengths.iter_chunk_infos(piece) {
+        for chunk in self.state.chunks_to_ask(piece, self.takes_spans())? {
             if !aframe!(self.send_chunk_request(chunk, extra)).await? {
                 return Ok(false);
             }
@@ -2367,7 +2406,8 @@ impl PeerHandler {
             .lengths
             .validate_piece_index(piece.index)
             .with_context(|| format!("peer sent an invalid piece {}", piece.index))?;
-        let chunk_info = match self.state.lengths.chunk_info_from_received_data(
+        let chunk_info = match chunk_or_span(
+            &self.state.lengths,
             piece_index,
             piece.begin,
             piece.len().try_into().context("bug")?,
@@ -2488,7 +2528,7 @@ impl PeerHandler {
 
             let full_piece_download_time = {
                 let mut g = state.lock_write("mark_chunk_downloaded");
-                let chunk_marking_result = g.get_pieces_mut()?.mark_chunk_downloaded(piece);
+                let chunk_marking_result = g.get_pieces_mut()?.mark_chunk_downloaded(piece, chunk_info);
                 trace!(?piece, chunk_marking_result=?chunk_marking_result);
 
                 match chunk_marking_result {
@@ -2608,6 +2648,28 @@ impl PeerHandler {
                         .get_pieces_mut()?
                         .mark_piece_hash_failed_multi_source(chunk_info.piece_index);
                     state.new_pieces_notify.notify_waiters();
+                }
+                false if state
+                    .lock_read("has_local_parts")
+                    .get_pieces()?
+                    .chunks()
+                    .has_local_parts(chunk_info.piece_index) =>
+                {
+                    // swarmfs patch: part of the piece was written from local data; the
+                    // fault may be ours (a rotten local copy), not the peer's. The piece is
+                    // fetched whole.
+                    warn!(
+                        piece = index,
+                        "a piece written partly from local data failed its check: fetched whole"
+                    );
+                    state
+                        .lock_write("mark_piece_broken")
+                        .get_pieces_mut()?
+                        .mark_piece_hash_failed(chunk_info.piece_index);
+                    state.new_pieces_notify.notify_waiters();
+                    if let Some(picker) = state.shared.options.piece_picker.as_ref() {
+                        picker.on_partial_piece_refused(index);
+                    }
                 }
                 false => {
                     warn!(
@@ -2856,4 +2918,25 @@ fn format_peer_client_name(value: &ByteBuf<'_>) -> Option<String> {
     }
 
     Some(client_name)
+}
+
+/// swarmfs patch: the chunk `begin`/`length` names in a piece, or a span inside one chunk
+/// (asked for when the rest of the chunk was written from local data): the chunk's index
+/// with the span's offset and size.
+fn chunk_or_span(
+    lengths: &Lengths,
+    piece: ValidPieceIndex,
+    begin: u32,
+    length: u32,
+) -> Option<ChunkInfo> {
+    if let Some(c) = lengths.chunk_info_from_received_data(piece, begin, length) {
+        return Some(c);
+    }
+    let chunk = lengths.iter_chunk_infos(piece).nth((begin / CHUNK_SIZE) as usize)?;
+    let end = begin.checked_add(length)?;
+    (length > 0 && begin >= chunk.offset && end <= chunk.offset + chunk.size).then_some(ChunkInfo {
+        offset: begin,
+        size: length,
+        ..chunk
+    })
 }
