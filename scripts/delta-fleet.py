@@ -82,6 +82,24 @@ def read_boot(mnt, bootset, want):
                 fh.read(int(parts[2]))
 
 
+def rebuilt_at(log_path):
+    """When the mount's rebuild from local releases ended (epoch seconds, from the
+    timestamp of its log line), or None."""
+    import datetime
+    import re
+    try:
+        text = open(log_path, errors="replace").read()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if "rebuilt pieces from releases already in the cache" in line:
+            m = re.search(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z", line)
+            if m:
+                return datetime.datetime.fromisoformat(m.group(1)).replace(
+                    tzinfo=datetime.timezone.utc).timestamp()
+    return None
+
+
 def main():
     # Stopped from outside (the benchmark interrupted): still unmount and stop everything.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("delta-fleet: terminated"))
@@ -249,6 +267,11 @@ def main():
                 "downloaded_median": int(statistics.median(dl)), "downloaded_max": max(dl),
                 "reused_median": int(statistics.median(reused)),
                 "reuse_s_max": max((status[i].get("reuse_seconds") or 0) for i in hosts),
+                # The rebuild's end on the last host to end it, from the start of the run
+                # (the mount's start-up and cache check included).
+                "rebuilt_at_max_s": round(max(
+                    (t - t0 for t in (rebuilt_at(os.path.join(work, f"h{i}", "client.log"))
+                                      for i in hosts) if t is not None), default=0), 2),
                 "cpu_s_max": round(max(status[i]["cpu_seconds"] for i in hosts), 2),
             })
         else:

@@ -8,9 +8,12 @@
 //! piece SHA-1, written into its cache, marked in the `PieceMap` (reads are served from
 //! it at once) and handed to the swarm engine (peers are told: the host is a partial seed
 //! from its first second). A piece that no candidate builds leaves the deferred set and
-//! is fetched from the swarm like any other. Pieces reads wait on are built first, then
-//! a boot profile's (given at start, or received from a peer since); a read never waits
-//! for the swarm on a piece being rebuilt.
+//! is fetched from the swarm like any other; if it holds files found by content (a
+//! changed or new file packed beside unchanged ones), those bytes are written first and
+//! only the rest is fetched (`Fetcher::add_partial_piece`, once the engine is live).
+//! Pieces reads wait on are built first, then a boot profile's (given at start, or
+//! received from a peer since); a read never waits for the swarm on a piece being
+//! rebuilt.
 //!
 //! It owns the worker threads and the reuse counters; it writes only through
 //! [`Store::write_piece`], and it imports the swarm only to hand pieces over.

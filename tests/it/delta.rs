@@ -48,6 +48,7 @@ fn two_releases(t: &Path, size: u64) -> (PathBuf, PathBuf, u64, usize) {
 /// the returned cache directory: the state a host is in before a delta deploy.
 struct Deployed {
     m: PathBuf,
+    m_ih: String,
     m_torrent: PathBuf,
     cache: PathBuf,
     changed: u64,
@@ -59,11 +60,12 @@ fn holding_n(t: &Path, size: u64) -> Deployed {
     let n_torrent = t.join("n.torrent");
     publish(&n, &n_torrent, &[]);
     let m_torrent = t.join("m.torrent");
-    publish(&m, &m_torrent, &["--base", n_torrent.to_str().unwrap()]);
+    let m_ih = publish(&m, &m_torrent, &["--base", n_torrent.to_str().unwrap()]);
     let cache = t.join("cache");
     mount_complete(t, &n_torrent, &n, &cache, "mnt-n");
     Deployed {
         m,
+        m_ih,
         m_torrent,
         cache,
         changed,
@@ -430,6 +432,65 @@ fn kill_9_while_rebuilding_then_remount_finishes_the_rebuild_and_serves_only_ver
         downloaded <= changed + changes as u64 * (64 << 10),
         "downloaded {downloaded} for {changed} changed bytes"
     );
+    mount.unmount();
+    seeder.terminate();
+}
+
+#[test]
+fn a_cache_disk_that_fills_during_the_rebuild_loses_nothing_and_the_mount_finishes_later() {
+    let t = tempfile::tempdir().unwrap();
+    let Deployed {
+        m,
+        m_ih,
+        m_torrent,
+        cache,
+        ..
+    } = holding_n(t.path(), 24 << 20);
+    // N+1's pieces go to a disk that holds a sixth of it.
+    let disk = Tmpfs::new(&cache.join(&m_ih).join("data"), "4m");
+    let port = free_port();
+    let mut seeder = seed(&m_torrent, &m, port, &[]);
+    let peer = format!("127.0.0.1:{port}");
+    let mnt = t.path().join("mnt-m");
+    let mount = Mount::new(
+        m_torrent.to_str().unwrap(),
+        &mnt,
+        &cache,
+        &["--peer", &peer],
+    );
+    let log = cache.join(format!(
+        "mount-{}.log",
+        swarmfs::mount::control::mount_id(&mnt)
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("rebuilding from local releases stopped: cannot write the cache")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rebuild never hit the full disk; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Room again: the rest comes (rebuilt before, or from the swarm), every byte right.
+    disk.resize("64m");
+    let o = swarmfs(&["prewarm", "--timeout", "90s", mnt.to_str().unwrap()]);
+    assert!(o.status.success(), "prewarm: {}", stderr(&o));
+    assert_mount_matches(&m, &mnt);
+    // The error clears when the supervisor next sees the engine live (every 500 ms); the
+    // engine may finish before that.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = mount.status();
+        if s["swarm_error"].is_null() || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(s["swarm_error"].is_null(), "{s}");
+    assert!(s["reused_bytes"].as_u64().unwrap() > 0, "{s}");
     mount.unmount();
     seeder.terminate();
 }
