@@ -327,6 +327,17 @@ mod tests {
             .collect()
     }
 
+    /// The plan of `target` from one local release `n` held in `dir`.
+    fn plan_from(target: &Arc<Release>, n: &Arc<Release>, dir: &tempfile::TempDir) -> Plan {
+        Plan::new(
+            target.clone(),
+            vec![Local {
+                release: n.clone(),
+                data_dir: dir.path().to_path_buf(),
+            }],
+        )
+    }
+
     /// Builds every piece it can and returns which ones hash right.
     fn rebuilt(plan: &Plan) -> Vec<bool> {
         let t = plan.target().clone();
@@ -369,13 +380,7 @@ mod tests {
             ],
             PL,
         );
-        let plan = Plan::new(
-            m.clone(),
-            vec![Local {
-                release: n.clone(),
-                data_dir: n_dir.path().to_path_buf(),
-            }],
-        );
+        let plan = plan_from(&m, &n, &n_dir);
         let s = plan.stats();
         assert_eq!((s.files_by_sha1, s.files_by_path), (2, 1), "{s:?}");
         let ok = rebuilt(&plan);
@@ -407,13 +412,7 @@ mod tests {
             &[("a", a.clone()), ("b", b2), ("c", c), ("d", d.clone())],
             PL,
         );
-        let plan = Plan::new(
-            m.clone(),
-            vec![Local {
-                release: n.clone(),
-                data_dir: n_dir.path().to_path_buf(),
-            }],
-        );
+        let plan = plan_from(&m, &n, &n_dir);
         assert!(plan.candidates(0).is_empty(), "a new file: no candidate");
         assert!(plan.has_known(0));
         let len = m.total_length as usize;
@@ -437,13 +436,7 @@ mod tests {
         for e in &mut m_nosha.entries {
             e.sha1 = None;
         }
-        let plan = Plan::new(
-            Arc::new(m_nosha),
-            vec![Local {
-                release: n,
-                data_dir: n_dir.path().to_path_buf(),
-            }],
-        );
+        let plan = plan_from(&Arc::new(m_nosha), &n, &n_dir);
         assert!(!plan.has_known(0));
         assert!(plan
             .read_known(0, &mut buf, &mut Reader::default())
