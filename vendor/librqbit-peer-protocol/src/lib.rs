@@ -64,6 +64,12 @@ pub const MY_EXTENDED_SWARMFS_FETCHING: u8 = 21;
 /// of at most [`SWARMFS_PROFILE_PIECE`] bytes, as ut_metadata passes metadata: a bencoded
 /// dict `{msg_type: 0 request | 1 data | 2 reject, piece, total_size (data), data (data)}`.
 pub const MY_EXTENDED_SWARMFS_PROFILE: u8 = 22;
+/// swarmfs patch: declared in the extended handshake to say "I take requests for a span
+/// inside a chunk" (shorter than 16 KiB, not at a chunk's start: a delta deploy asks only
+/// for the bytes of a chunk it does not hold). No message is sent with this id. swarmfs
+/// before it dropped a peer that sent such a request, as stock librqbit does.
+pub const MY_EXTENDED_SWARMFS_SPANS: u8 = 23;
+
 /// Bytes of a profile per `swarmfs_profile` data message (the message stays under
 /// [`MAX_MSG_LEN`]).
 pub const SWARMFS_PROFILE_PIECE: usize = 16_000;

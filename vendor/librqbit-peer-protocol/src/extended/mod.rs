@@ -33,6 +33,9 @@ pub struct PeerExtendedMessageIds {
     // swarmfs patch: boot profiles shared between hosts (see SWARMFS-PATCH.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swarmfs_profile: Option<u8>,
+    // swarmfs patch: takes requests for a span of a chunk (a capability; no messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarmfs_spans: Option<u8>,
     pub ut_metadata: Option<u8>,
     pub ut_pex: Option<u8>,
 }
@@ -42,6 +45,7 @@ impl PeerExtendedMessageIds {
         Self {
             swarmfs_fetching: Some(crate::MY_EXTENDED_SWARMFS_FETCHING),
             swarmfs_profile: Some(crate::MY_EXTENDED_SWARMFS_PROFILE),
+            swarmfs_spans: Some(crate::MY_EXTENDED_SWARMFS_SPANS),
             ut_metadata: Some(MY_EXTENDED_UT_METADATA),
             ut_pex: Some(MY_EXTENDED_UT_PEX),
         }

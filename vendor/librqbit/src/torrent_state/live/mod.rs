@@ -1452,6 +1452,13 @@ impl PeerConnectionHandler for &'_ PeerHandler {
                     live.swarmfs_fetching = true;
                 });
         }
+        if hs.m.swarmfs_spans.is_some() {
+            self.state
+                .peers
+                .with_live_mut(self.addr, "swarmfs_spans", |live| {
+                    live.swarmfs_spans = true;
+                });
+        }
         // swarmfs patch: ask a host that speaks `swarmfs_profile` for its boot profile,
         // while the picker wants one.
         if hs.m.swarmfs_profile.is_some()
@@ -2221,14 +2228,14 @@ impl PeerHandler {
         Ok(true)
     }
 
-    /// swarmfs patch: whether this peer takes a request for part of a chunk. Every
-    /// client takes requests shorter than 16 KiB (BEP 3 sets no lower bound), but librqbit
-    /// drops a peer that sends one: only swarmfs hosts (they speak `swarmfs_fetching`)
-    /// are sent them.
+    /// swarmfs patch: whether this peer takes a request for part of a chunk. BEP 3 sets
+    /// no lower bound, but librqbit (and swarmfs before `swarmfs_spans`) drops a peer that
+    /// sends one: only peers that declared `swarmfs_spans` are sent them (a fleet
+    /// upgrading swarmfs host by host keeps its connections).
     fn takes_spans(&self) -> bool {
         self.state
             .peers
-            .with_live(self.addr, |live| live.swarmfs_fetching)
+            .with_live(self.addr, |live| live.swarmfs_spans)
             .unwrap_or(false)
     }
 

@@ -271,6 +271,10 @@ pub(crate) struct LivePeerState {
     /// is told which pieces we ask the origin for.
     pub swarmfs_fetching: bool,
 
+    /// swarmfs patch: the peer declared `swarmfs_spans`: it takes requests for a span of
+    /// a chunk.
+    pub swarmfs_spans: bool,
+
     pub peer_interested: bool,
 
     // This is used to track the pieces the peer has.
@@ -315,6 +319,7 @@ impl LivePeerState {
             incoming: false,
             client_name: None,
             swarmfs_fetching: false,
+            swarmfs_spans: false,
             peer_interested: initial_interested,
             bitfield: BF::default(),
             seeder: false,
