@@ -494,3 +494,60 @@ fn a_cache_disk_that_fills_during_the_rebuild_loses_nothing_and_the_mount_finish
     mount.unmount();
     seeder.terminate();
 }
+
+#[test]
+fn a_piece_written_in_part_completes_from_a_seeder_that_is_not_swarmfs() {
+    // libtorrent declares no `swarmfs_spans`: it is asked for whole chunks, never for the
+    // span of one (swarmfs before `swarmfs_spans`, and stock librqbit, drop a peer that
+    // asks).
+    let t = tempfile::tempdir().unwrap();
+    let (n, m, changed, changes) = two_releases(t.path(), 8 << 20);
+    let n_torrent = t.path().join("n.torrent");
+    publish(&n, &n_torrent, &[]);
+    let cache = t.path().join("cache");
+    mount_complete(t.path(), &n_torrent, &n, &cache, "mnt-n");
+    let plain_torrent = t.path().join("plain.torrent");
+    publish(&m, &plain_torrent, &[]);
+
+    let port = free_port();
+    let mut lt = Proc::spawn(
+        python()
+            .arg(lt_peer())
+            .arg("seed")
+            .arg(&plain_torrent)
+            .arg(t.path())
+            .arg(port.to_string()),
+    );
+    // (Its "seeding" goes to stdout, which Proc discards: wait for the port.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the libtorrent seeder never listened: {:?}",
+            lt.child.try_wait()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let peer = format!("127.0.0.1:{port}");
+    let mnt = t.path().join("mnt-m");
+    let mount = Mount::new(
+        plain_torrent.to_str().unwrap(),
+        &mnt,
+        &cache,
+        &["--peer", &peer],
+    );
+    let o = swarmfs(&["prewarm", "--timeout", "90s", mnt.to_str().unwrap()]);
+    assert!(o.status.success(), "prewarm: {}", stderr(&o));
+    assert_mount_matches(&m, &mnt);
+    let s = mount.status();
+    let downloaded = s["downloaded_bytes"].as_u64().unwrap();
+    eprintln!(
+        "N+1 without --base from libtorrent: changed {changed}, downloaded {downloaded}; {s}"
+    );
+    assert!(s["reused_partial_pieces"].as_u64().unwrap() >= 1, "{s}");
+    assert!(
+        downloaded <= changed + changes as u64 * (64 << 10),
+        "downloaded {downloaded} for {changed} changed bytes"
+    );
+    mount.unmount();
+}

@@ -1,8 +1,6 @@
 //! Faults of the host itself: a cache disk that fills up, and a big release read by many
 //! readers at once while the mount prefetches and seeds.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -7,20 +7,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn lt_peer() -> String {
-    format!("{}/tests/it/lt_peer.py", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Debian's python3 (python3-libtorrent is installed for it, not for other pythons).
-fn python() -> Command {
-    let py = if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
-    Command::new(py)
-}
-
 fn release_with_torrent(
     t: &Path,
     extra: &[&str],

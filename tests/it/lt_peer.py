@@ -4,6 +4,9 @@
     lt_peer.py download TORRENT DIR PORT [utp]
                                        download from 127.0.0.1:PORT into DIR; with "utp" only
                                        uTP connections are allowed. Exit 0 once seeding.
+    lt_peer.py seed TORRENT DIR PORT   seed the release in DIR (its parent holds it under the
+                                       torrent's name) on 127.0.0.1:PORT, unchecked, until
+                                       killed; prints "seeding" once listening.
 """
 import json
 import sys
@@ -63,9 +66,29 @@ def download(path, save, port, utp_only, timeout=90):
     return 1
 
 
+def seed(path, save, port):
+    ses = lt.session({
+        "listen_interfaces": f"127.0.0.1:{port}",
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "allow_multiple_connections_per_ip": True,
+    })
+    ses.add_torrent({"ti": lt.torrent_info(path), "save_path": save,
+                     "flags": lt.torrent_flags.seed_mode})
+    while not ses.is_listening():
+        time.sleep(0.05)
+    print("seeding", flush=True)
+    while True:
+        time.sleep(1)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "info":
         info(sys.argv[2])
+    elif sys.argv[1] == "seed":
+        seed(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
         sys.exit(download(sys.argv[2], sys.argv[3], int(sys.argv[4]),
                           len(sys.argv) > 5 and sys.argv[5] == "utp"))

@@ -432,3 +432,18 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// The python3-libtorrent peer (tests/it/lt_peer.py).
+pub fn lt_peer() -> String {
+    format!("{}/tests/it/lt_peer.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Debian's python3 (python3-libtorrent is installed for it, not for other pythons).
+pub fn python() -> Command {
+    let py = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    Command::new(py)
+}
