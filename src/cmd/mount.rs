@@ -357,6 +357,9 @@ pub struct UnmountArgs {
     pub mountpoint: PathBuf,
 }
 
+/// How long `unmount` waits for the daemon to exit.
+const UNMOUNT_WAIT: Duration = Duration::from_secs(60);
+
 /// `swarmfs unmount MNT`: unmounts (detaching if busy) and waits for the daemon to exit.
 pub fn unmount(args: UnmountArgs) -> Result<()> {
     let mnt = std::path::absolute(&args.mountpoint)?;
@@ -379,13 +382,26 @@ pub fn unmount(args: UnmountArgs) -> Result<()> {
             mnt.display()
         );
     }
+    // The daemon holds the release's cache until it exits (its swarm engine stops first):
+    // a mount of the same cache right after this returns must find it free. It usually
+    // takes 1-3 s; on a loaded host (the test suite on two cores) it took over 10 s.
     if let Some(pid) = pid {
-        for _ in 0..100 {
-            // SAFETY: signal 0 only checks that the process exists.
-            if unsafe { libc::kill(pid as i32, 0) } != 0 {
+        let start = std::time::Instant::now();
+        let mut said = false;
+        // SAFETY: signal 0 only checks that the process exists.
+        while unsafe { libc::kill(pid as i32, 0) } == 0 {
+            if start.elapsed() > UNMOUNT_WAIT {
+                eprintln!(
+                    "the daemon (pid {pid}) is still stopping after {} s; its cache stays in use until it exits",
+                    UNMOUNT_WAIT.as_secs()
+                );
                 break;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            if !said && start.elapsed() > Duration::from_secs(5) {
+                eprintln!("waiting for the daemon (pid {pid}) to stop its swarm engine...");
+                said = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
     control::remove(&mnt);

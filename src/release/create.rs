@@ -332,6 +332,16 @@ fn scan(
             path: path.clone(),
             why,
         })?;
+        // The release's padding is named `.pad/N` (BEP 47): files there would collide
+        // with it. A BitTorrent client asked to seed a published tree in place writes
+        // them (aria2 does).
+        if rel.is_empty() && name == ".pad" {
+            return Err(PublishError::BadName {
+                path,
+                why: "`.pad` at the top of a release is where BEP 47 padding is named (a \
+                      BitTorrent client that seeded this tree may have written it); remove it",
+            });
+        }
         let md = fs::symlink_metadata(&path).map_err(|source| PublishError::Unreadable {
             path: path.clone(),
             source,
@@ -737,6 +747,24 @@ mod tests {
         let p = publish(dir.path(), &opts, &|_| {}).unwrap();
         assert_eq!(p.release.piece_length, 32 << 10);
     }
+    #[test]
+    fn a_pad_directory_at_the_top_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), vec![1u8; 100_000]).unwrap();
+        std::fs::create_dir(dir.path().join(".pad")).unwrap();
+        std::fs::write(dir.path().join(".pad/3341"), vec![0u8; 3341]).unwrap();
+        let e = publish(dir.path(), &PublishOptions::default(), &|_| {})
+            .err()
+            .expect("refused");
+        let msg = e.to_string();
+        assert!(msg.contains(".pad") && msg.contains("remove it"), "{msg}");
+        // Deeper down, `.pad` is an ordinary name.
+        std::fs::remove_dir_all(dir.path().join(".pad")).unwrap();
+        std::fs::create_dir_all(dir.path().join("sub/.pad")).unwrap();
+        std::fs::write(dir.path().join("sub/.pad/x"), b"x").unwrap();
+        assert!(publish(dir.path(), &PublishOptions::default(), &|_| {}).is_ok());
+    }
+
     /// Writes `files` (path, length, seed) under `dir` with pseudo-random content.
     fn write_tree(dir: &Path, files: &[(&str, usize, u64)]) {
         for (name, len, seed) in files {
