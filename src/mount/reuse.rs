@@ -16,7 +16,8 @@
 //! rebuilt.
 //!
 //! It owns the worker threads and the reuse counters; it writes only through
-//! [`Store::write_piece`], and it imports the swarm only to hand pieces over.
+//! [`Store::write_piece`] and [`Store::write_ranges`], and it imports the swarm only to
+//! hand pieces over.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -347,35 +348,29 @@ impl Reuse {
         }
     }
 
-    /// Hands over the partly written pieces kept while the swarm engine checked the
-    /// cache, once it is live (they stay deferred until then: asked for whole, their
-    /// unchanged bytes would cross the network). Gives up after `PARTIAL_WAIT`: the
-    /// pieces are then fetched whole.
+    /// Once the rebuild is done, waits for the swarm engine to go live and hands over
+    /// the partly written pieces still kept (they stay deferred until then: asked for
+    /// whole, their unchanged bytes would cross the network). Gives up after
+    /// `PARTIAL_WAIT`: the pieces are then fetched whole.
     fn hand_over_partial(&self) {
-        let pending = std::mem::take(&mut *self.pending_partial.lock().expect("not poisoned"));
-        if pending.is_empty() {
-            return;
-        }
         let since = Instant::now();
-        let live = loop {
-            if let Some(f) = self.fetcher.get().filter(|f| f.is_live()) {
-                break Some(f);
+        loop {
+            let pending = self.pending_partial.lock().expect("not poisoned").len();
+            if pending == 0 {
+                return;
+            }
+            if self.fetcher.get().is_some_and(|f| f.is_live()) {
+                self.give_pending_partial();
+                return;
             }
             if since.elapsed() > PARTIAL_WAIT {
-                break None;
+                warn!(
+                    pieces = pending,
+                    "the swarm engine did not start in time: pieces partly rebuilt are fetched whole"
+                );
+                return;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
-        };
-        match live {
-            Some(f) => {
-                for (p, known) in &pending {
-                    self.give_partial(f, *p, known);
-                }
-            }
-            None => warn!(
-                pieces = pending.len(),
-                "the swarm engine did not start in time: pieces partly rebuilt are fetched whole"
-            ),
         }
     }
 }

@@ -151,11 +151,14 @@ impl Plan {
     /// [`Plan::read_known`]): a piece no candidate builds may still come from the swarm
     /// only in part.
     pub fn has_known(&self, p: u64) -> bool {
-        self.entries_of(p).any(|(i, e)| match e.kind {
-            EntryKind::Padding => false,
-            EntryKind::File { .. } => self.sources[i].as_ref().is_some_and(|s| s.by_sha1),
-            EntryKind::Symlink { .. } => false,
-        })
+        self.entries_of(p)
+            .any(|(i, e)| matches!(e.kind, EntryKind::File { .. }) && self.by_content(i).is_some())
+    }
+
+    /// The local source of target entry `i` if it was found by content (its bytes are
+    /// known; a source found by path may have changed).
+    fn by_content(&self, i: usize) -> Option<&Source> {
+        self.sources[i].as_ref().filter(|s| s.by_sha1)
     }
 
     pub fn stats(&self) -> PlanStats {
@@ -214,11 +217,9 @@ impl Plan {
         for (i, e) in self.entries_of(p) {
             let (a, b) = (start.max(e.offset), end.min(e.offset + e.length));
             let dst = &mut buf[(a - start) as usize..(b - start) as usize];
-            match (&e.kind, &self.sources[i]) {
+            match (&e.kind, self.by_content(i)) {
                 (EntryKind::Padding, _) => dst.fill(0),
-                (EntryKind::File { .. }, Some(src)) if src.by_sha1 => {
-                    files.read(&src.path, a - e.offset, dst)?
-                }
+                (EntryKind::File { .. }, Some(src)) => files.read(&src.path, a - e.offset, dst)?,
                 _ => continue,
             }
             let r = (a - start) as u32..(b - start) as u32;

@@ -84,15 +84,31 @@ fn mount_complete(
 ) -> serde_json::Value {
     let port = free_port();
     let mut seeder = seed(torrent, data, port, &[]);
-    let mnt = t.join(name);
+    let s = mount_from(&t.join(name), torrent, data, cache, port, &[]);
+    seeder.terminate();
+    s
+}
+
+/// Mounts `torrent` on `mnt` and `cache` from the peer on 127.0.0.1:`port`, prewarms it
+/// (with `prewarm_args`), checks every byte against `data`, and returns the status.
+fn mount_from(
+    mnt: &Path,
+    torrent: &Path,
+    data: &Path,
+    cache: &Path,
+    port: u16,
+    prewarm_args: &[&str],
+) -> serde_json::Value {
     let peer = format!("127.0.0.1:{port}");
-    let m = Mount::new(torrent.to_str().unwrap(), &mnt, cache, &["--peer", &peer]);
-    let o = swarmfs(&["prewarm", mnt.to_str().unwrap()]);
+    let m = Mount::new(torrent.to_str().unwrap(), mnt, cache, &["--peer", &peer]);
+    let mut args = vec!["prewarm"];
+    args.extend_from_slice(prewarm_args);
+    args.push(mnt.to_str().unwrap());
+    let o = swarmfs(&args);
     assert!(o.status.success(), "prewarm: {}", stderr(&o));
-    assert_mount_matches(data, &mnt);
+    assert_mount_matches(data, mnt);
     let s = m.status();
     m.unmount();
-    seeder.terminate();
     s
 }
 
@@ -528,18 +544,14 @@ fn a_piece_written_in_part_completes_from_a_seeder_that_is_not_swarmfs() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let peer = format!("127.0.0.1:{port}");
-    let mnt = t.path().join("mnt-m");
-    let mount = Mount::new(
-        plain_torrent.to_str().unwrap(),
-        &mnt,
+    let s = mount_from(
+        &t.path().join("mnt-m"),
+        &plain_torrent,
+        &m,
         &cache,
-        &["--peer", &peer],
+        port,
+        &["--timeout", "90s"],
     );
-    let o = swarmfs(&["prewarm", "--timeout", "90s", mnt.to_str().unwrap()]);
-    assert!(o.status.success(), "prewarm: {}", stderr(&o));
-    assert_mount_matches(&m, &mnt);
-    let s = mount.status();
     let downloaded = s["downloaded_bytes"].as_u64().unwrap();
     eprintln!(
         "N+1 without --base from libtorrent: changed {changed}, downloaded {downloaded}; {s}"
@@ -549,5 +561,4 @@ fn a_piece_written_in_part_completes_from_a_seeder_that_is_not_swarmfs() {
         downloaded <= changed + changes as u64 * (64 << 10),
         "downloaded {downloaded} for {changed} changed bytes"
     );
-    mount.unmount();
 }

@@ -814,9 +814,9 @@ impl TorrentStateLive {
         Ok(g.get_pieces_mut()?.set_local_parts(index, known))
     }
 
-    /// swarmfs patch: the chunks of `piece` to ask `for_peer` for: those not received, and
-    /// of a chunk partly written from local data only its unknown span, when the peer
-    /// takes requests for part of a chunk (`spans_ok`).
+    /// swarmfs patch: the chunks of `piece` to ask a peer for: those not received, and of
+    /// a chunk partly written from local data only its unknown span, when the peer takes
+    /// requests for part of a chunk (`spans_ok`).
     fn chunks_to_ask(&self, piece: ValidPieceIndex, spans_ok: bool) -> crate::Result<Vec<ChunkInfo>> {
         let g = self.lock_read("chunks_to_ask");
         let chunks = g.get_pieces()?.chunks();
