@@ -58,7 +58,7 @@ fn args() -> Args {
         rate_mbit: 100,
         profile: false,
         tracker: true,
-        max_peers: swarmfs::swarm::DEFAULT_MAX_PEERS.into(),
+        max_peers: swarmfs::swarm::MOUNT_MAX_PEERS.into(),
         origin_max_peers: swarmfs::swarm::DEFAULT_MAX_PEERS.into(),
         piece_kb: 0,
         small_files: 0,

@@ -488,8 +488,8 @@ struct Row {
 fn main() -> anyhow::Result<()> {
     let mut calibrate_from = None;
     let mut svg = None;
-    let mut max_peers = usize::from(swarmfs::swarm::DEFAULT_MAX_PEERS);
-    let mut origin_peers = max_peers;
+    let mut max_peers = usize::from(swarmfs::swarm::MOUNT_MAX_PEERS);
+    let mut origin_peers = usize::from(swarmfs::swarm::DEFAULT_MAX_PEERS);
     let mut profile = false;
     let mut origin_notices = false;
     let mut sizes = vec![1000usize, 2600, 10_000, 100_000];

@@ -105,6 +105,17 @@ pub struct MountArgs {
     pub swarm: SwarmArgs,
 }
 
+impl MountArgs {
+    /// The swarm's options for this mount: `--max-peers` defaults to
+    /// [`swarm::MOUNT_MAX_PEERS`] here (a seed's default is larger).
+    fn swarm_options(&self) -> swarm::SwarmOptions {
+        let mut o = self.swarm.options();
+        o.download_limit_bps = self.download_limit;
+        o.max_peers = usize::from(self.swarm.max_peers.unwrap_or(swarm::MOUNT_MAX_PEERS));
+        o
+    }
+}
+
 pub fn run(args: MountArgs) -> Result<()> {
     let mnt = std::path::absolute(&args.mountpoint)
         .with_context(|| format!("bad mountpoint {}", args.mountpoint.display()))?;
@@ -301,7 +312,7 @@ fn resolve(args: &MountArgs, rt: &tokio::runtime::Runtime) -> Result<Release> {
         );
     }
     info!("fetching the metadata of {ih} from peers");
-    let opts = args.swarm.options();
+    let opts = args.swarm_options();
     let bytes = rt
         .block_on(async {
             tokio::time::timeout(args.metadata_timeout, swarm::fetch_metadata(&magnet, &opts)).await
@@ -324,8 +335,7 @@ fn serve(args: MountArgs, mnt: PathBuf, profile: Option<BootProfile>) -> Result<
     let rt = daemon::runtime()?;
     let release = resolve(&args, &rt)?;
     check_trust(&args, &release, true)?;
-    let mut swarm = args.swarm.options();
-    swarm.download_limit_bps = args.download_limit;
+    let swarm = args.swarm_options();
     let config = MountConfig {
         mountpoint: mnt,
         cache_dir: args.cache_dir,
@@ -406,4 +416,30 @@ pub fn unmount(args: UnmountArgs) -> Result<()> {
     }
     control::remove(&mnt);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Mount {
+        #[command(flatten)]
+        args: super::MountArgs,
+    }
+
+    #[derive(Parser)]
+    struct Seed {
+        #[command(flatten)]
+        args: super::SwarmArgs,
+    }
+
+    #[test]
+    fn a_mount_keeps_fewer_peers_than_a_seed_unless_told() {
+        let max = |argv: &[&str]| Mount::parse_from(argv).args.swarm_options().max_peers;
+        assert_eq!(max(&["m", "x.torrent", "/mnt"]), 8);
+        assert_eq!(max(&["m", "x.torrent", "/mnt", "--max-peers", "20"]), 20);
+        assert_eq!(Seed::parse_from(["s"]).args.options().max_peers, 50);
+        assert_eq!(Seed::parse_from(["s", "--max-peers", "3"]).args.options().max_peers, 3);
+    }
 }

@@ -67,11 +67,12 @@ pub struct SwarmArgs {
     pub allow_peers: Option<std::sync::Arc<AllowPeers>>,
     /// Peers connected at once, per release, incoming and outgoing together: past it,
     /// connections are refused (counted in `status` and the metrics) and dialling waits for
-    /// a free slot. Bounds what each host spends on a large fleet: a few dozen peers give a
-    /// fleet of ten thousand a path of three or four hops from the origin.
-    #[arg(long, value_name = "N", default_value_t = crate::swarm::DEFAULT_MAX_PEERS,
-          value_parser = clap::value_parser!(u16).range(1..))]
-    pub max_peers: u16,
+    /// a free slot. Every peer costs a host CPU for each piece (a `have` each way), so a
+    /// mount keeps few; a seed serves as many as it can: eight peers give a fleet of ten
+    /// thousand a path of five hops from the origin [default: 8 for a mount, 50 for
+    /// seed and publish]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_peers: Option<u16>,
 }
 
 fn parse_allow(s: &str) -> Result<std::sync::Arc<AllowPeers>, String> {
@@ -95,7 +96,7 @@ impl SwarmArgs {
             download_limit_bps: self.download_limit,
             announce_interval: self.announce_interval,
             allow_peers: self.allow_peers.clone(),
-            max_peers: usize::from(self.max_peers),
+            max_peers: usize::from(self.max_peers.unwrap_or(crate::swarm::DEFAULT_MAX_PEERS)),
         }
     }
 }
