@@ -68,8 +68,8 @@ pub struct SwarmArgs {
     /// Peers connected at once, per release, incoming and outgoing together: past it,
     /// connections are refused (counted in `status` and the metrics) and dialling waits for
     /// a free slot. Every peer costs a host CPU for each piece (a `have` each way), so a
-    /// mount keeps few; a seed serves as many as it can: eight peers give a fleet of ten
-    /// thousand a path of five hops from the origin [default: 8 for a mount, 50 for
+    /// mount keeps few; a seed serves as many as it can: sixteen peers give a fleet of ten
+    /// thousand a path of four hops from the origin [default: 16 for a mount, 50 for
     /// seed and publish]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_peers: Option<u16>,

@@ -68,12 +68,15 @@ pub const DEFAULT_MAX_PEERS: u16 = 50;
 
 /// `--max-peers`'s default for a mount. A host tells every peer of every piece it gets (a
 /// `have`, one packet each way), asks each for a chunk at a time and acks each chunk:
-/// the cost grows with its peers, not its bytes. 32 hosts x 64 MB at 50 Mbit/s, 32 KiB
-/// pieces, no profile (2026-12-07, ab77343): at 50 peers (a full mesh) boot 20.4-21.4 s,
-/// last host 39.6-41.1 s, 27-31 CPU s per GB, 1.24 M packets; at 12 peers 12.1 / 25.9 s,
-/// 16.4 s/GB; at 8: 10.8 / 24.8 s, 15.4 s/GB, 0.40 M packets; at 6: 13.0 / 25.4 s; at 4
-/// 14.0 / 27.3 s. Kraken keeps 10 peers per blob, Dragonfly 4 parents.
-pub const MOUNT_MAX_PEERS: u16 = 8;
+/// the cost grows with its peers, not its bytes. But a host asks the origin for what none
+/// of its peers has, and the fewer it sees the more often the origin sends a piece
+/// twice. 2026-12-07 (docs/experiments.md, "sixteen peers a mount"): 32 hosts x 64 MB at
+/// 50 Mbit/s, 32 KiB pieces, no profile, at 50 peers (a full mesh) last host 40.0-40.2 s,
+/// 28 CPU s per GB, 1.24 M packets; at 16: 29.2 s, 19.2 s/GB, 0.63 M; at 8: 24.8-27.7 s,
+/// 15 s/GB, 0.40 M. 128 hosts on 127.1.x.y at 1 Mbit/s (`examples/fleet_local`, where
+/// the origin's uplink decides): at 50 peers 122.0 s, 2.76 origin copies, 212 CPU s/GB;
+/// at 16 121.4 s, 3.37, 113; at 12 154.4 s, 4.26; at 8 190.5 s, 5.25.
+pub const MOUNT_MAX_PEERS: u16 = 16;
 
 /// Why the swarm could not start or serve.
 #[derive(Debug, thiserror::Error)]
