@@ -440,6 +440,12 @@ mod tests {
         assert_eq!(max(&["m", "x.torrent", "/mnt"]), 16);
         assert_eq!(max(&["m", "x.torrent", "/mnt", "--max-peers", "20"]), 20);
         assert_eq!(Seed::parse_from(["s"]).args.options().max_peers, 50);
-        assert_eq!(Seed::parse_from(["s", "--max-peers", "3"]).args.options().max_peers, 3);
+        assert_eq!(
+            Seed::parse_from(["s", "--max-peers", "3"])
+                .args
+                .options()
+                .max_peers,
+            3
+        );
     }
 }
