@@ -48,8 +48,11 @@ if [ "${SWARMFS_PROFILE:-}" = record ]; then
 fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
+# This run's directory is the one fleet.sh adds (the newest by mtime need not be: a
+# directory of an earlier run changes when its data is deleted).
+before=$(ls "$WORKDIR/runs" 2>/dev/null | sort || true)
 "$BENCH/fleet.sh" --workdir "$WORKDIR" "$@" | tee "$out"
-run=$(ls -td "$WORKDIR"/runs/*/ | head -1)
+run=$WORKDIR/runs/$(comm -13 <(echo "$before") <(ls "$WORKDIR/runs" | sort) | tail -1)/
 python3 - "$run" <<'PY'
 import glob, json, os, re, sys
 run = sys.argv[1]
