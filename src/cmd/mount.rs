@@ -437,7 +437,7 @@ mod tests {
     #[test]
     fn a_mount_keeps_fewer_peers_than_a_seed_unless_told() {
         let max = |argv: &[&str]| Mount::parse_from(argv).args.swarm_options().max_peers;
-        assert_eq!(max(&["m", "x.torrent", "/mnt"]), 16);
+        assert_eq!(max(&["m", "x.torrent", "/mnt"]), 50);
         assert_eq!(max(&["m", "x.torrent", "/mnt", "--max-peers", "20"]), 20);
         assert_eq!(Seed::parse_from(["s"]).args.options().max_peers, 50);
         assert_eq!(
