@@ -9,6 +9,7 @@ mod interop;
 mod layers;
 mod learn;
 mod mount;
+mod protocol;
 mod publish;
 mod scale;
 mod support;

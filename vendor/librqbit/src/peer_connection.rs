@@ -48,6 +48,11 @@ pub trait PeerConnectionHandler {
     fn have_may_wait(&self, _piece: u32) -> bool {
         false
     }
+    /// swarmfs patch: whether the peer cancelled this chunk's request (it is then not
+    /// sent); forgets the cancel.
+    fn upload_cancelled(&self, _chunk: &ChunkInfo) -> bool {
+        false
+    }
     fn on_uploaded_bytes(&self, bytes: u32);
     fn read_chunk(&self, chunk: &ChunkInfo, buf: &mut [u8]) -> anyhow::Result<()>;
     fn update_my_extended_handshake(
@@ -512,6 +517,10 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                             .serialize(&mut *write_buf, ext_msg_ids)?
                     }
                     WriterRequest::ReadChunkRequest(chunk) => {
+                        // swarmfs patch: cancelled by the peer while it waited here.
+                        if self.handler.upload_cancelled(&chunk) {
+                            continue;
+                        }
                         #[allow(unused_mut)]
                         let mut skip_reading_for_e2e_tests = false;
 
@@ -599,6 +608,8 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                                 .serialize(&mut write_buf[len..], ext_msg_ids)?;
                             }
                         }
+                        WriterRequest::ReadChunkRequest(chunk)
+                            if cfg!(not(test)) && self.handler.upload_cancelled(&chunk) => {}
                         // (tests inject faults on the first message's path)
                         WriterRequest::ReadChunkRequest(chunk) if cfg!(not(test)) => {
                             let preamble_len =

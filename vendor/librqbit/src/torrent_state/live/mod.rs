@@ -209,10 +209,7 @@ pub struct TorrentStateLive {
     pub(crate) streams: Arc<TorrentStreams>,
     have_broadcast_tx: tokio::sync::broadcast::Sender<ValidPieceIndex>,
 
-    ratelimit_upload_tx: tokio::sync::mpsc::UnboundedSender<(
-        tokio::sync::mpsc::UnboundedSender<WriterRequest>,
-        ChunkInfo,
-    )>,
+    ratelimit_upload_tx: tokio::sync::mpsc::UnboundedSender<UploadItem>,
     ratelimits: Limits,
     /// swarmfs patch: the picker's view of the peers, taken at most every
     /// `PEER_SETS_MAX_AGE` or when the number of live peers or seeders changes.
@@ -316,10 +313,8 @@ impl TorrentStateLive {
 
         let (have_broadcast_tx, _) = tokio::sync::broadcast::channel(128);
 
-        let (ratelimit_upload_tx, ratelimit_upload_rx) = tokio::sync::mpsc::unbounded_channel::<(
-            tokio::sync::mpsc::UnboundedSender<WriterRequest>,
-            ChunkInfo,
-        )>();
+        let (ratelimit_upload_tx, ratelimit_upload_rx) =
+            tokio::sync::mpsc::unbounded_channel::<UploadItem>();
         let ratelimits = Limits::new(paused.shared.options.ratelimits);
 
         let state = Arc::new(TorrentStateLive {
@@ -506,12 +501,13 @@ impl TorrentStateLive {
 
     async fn task_upload_scheduler(
         self: Arc<Self>,
-        mut rx: tokio::sync::mpsc::UnboundedReceiver<(
-            tokio::sync::mpsc::UnboundedSender<WriterRequest>,
-            ChunkInfo,
-        )>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<UploadItem>,
     ) -> crate::Result<()> {
-        while let Some((tx, ci)) = rx.recv().await {
+        while let Some((tx, ci, cancelled)) = rx.recv().await {
+            // swarmfs patch: a request the peer cancelled while it queued here is not sent.
+            if cancelled.take(ci.piece_index.get(), ci.offset) {
+                continue;
+            }
             tokio::select! {
                 _ = tx.closed() => {
                     continue;
@@ -555,6 +551,7 @@ impl TorrentStateLive {
             cancel_token: self.cancellation_token.child_token(),
             client_name_and_version: self.shared.client_name_and_version().to_owned(),
             profile_rx: Mutex::new(None),
+            cancelled: Default::default(),
         };
         let _token_guard = handler.cancel_token.clone().drop_guard();
         let options = PeerConnectionOptions {
@@ -623,6 +620,7 @@ impl TorrentStateLive {
             cancel_token: state.cancellation_token.child_token(),
             client_name_and_version: state.shared.client_name_and_version().to_owned(),
             profile_rx: Mutex::new(None),
+            cancelled: Default::default(),
         };
         let _token_guard = handler.cancel_token.clone().drop_guard();
 
@@ -1251,6 +1249,8 @@ struct PeerHandler {
 
     /// swarmfs patch: a boot profile being received from this peer (`swarmfs_profile`).
     profile_rx: Mutex<Option<ProfileRx>>,
+    /// swarmfs patch: the requests the peer cancelled that may still be queued for upload.
+    cancelled: Arc<Cancelled>,
 }
 
 /// swarmfs patch: a boot profile arriving from one peer, piece by piece. Dropped (the
@@ -1309,8 +1309,11 @@ impl PeerConnectionHandler for &'_ PeerHandler {
             Message::NotInterested => {
                 trace!("received \"not interested\", but we don't process it yet")
             }
-            Message::Cancel(_) => {
-                trace!("received \"cancel\", but we don't process it yet")
+            Message::Cancel(r) => {
+                // swarmfs patch: stock librqbit ignored cancels and sent every chunk asked
+                // for. A host that got a piece elsewhere cancels its request, and the
+                // origin, which a whole fleet queues on, sent it anyway.
+                self.cancelled.add(r.index, r.begin);
             }
             Message::Extended(ExtendedMessage::UtMetadata(UtMetadata::Request(
                 metadata_piece_id,
@@ -1435,6 +1438,10 @@ impl PeerConnectionHandler for &'_ PeerHandler {
 
     fn read_chunk(&self, chunk: &ChunkInfo, buf: &mut [u8]) -> anyhow::Result<()> {
         self.state.file_ops().read_chunk(self.addr, chunk, buf)
+    }
+
+    fn upload_cancelled(&self, chunk: &ChunkInfo) -> bool {
+        self.cancelled.take(chunk.piece_index.get(), chunk.offset)
     }
 
     fn on_extended_handshake(&self, hs: &ExtendedHandshake<ByteBuf>) -> anyhow::Result<()> {
@@ -1876,6 +1883,9 @@ impl PeerHandler {
                             debug!(target: "swarmfs::piece", piece = piece.get(), peer = %self.addr, "ahead piece requested");
                             return Ok(Some((piece, Ask::Soon)));
                         }
+                        if live.seeder {
+                            debug!(target: "swarmfs::piece", piece = piece.get(), peer = %self.addr, "background piece requested");
+                        }
                         Ok(Some((piece, Ask::Whole)))
                     }
                     AcquireResult::Help(piece) => {
@@ -1961,9 +1971,11 @@ impl PeerHandler {
             );
         }
 
+        // Asked for again after a cancel: sent after all.
+        self.cancelled.take(request.index, request.begin);
         self.state
             .ratelimit_upload_tx
-            .send((self.tx.clone(), chunk_info))?;
+            .send((self.tx.clone(), chunk_info, self.cancelled.clone()))?;
         Ok(())
     }
 
@@ -2930,6 +2942,40 @@ fn format_peer_client_name(value: &ByteBuf<'_>) -> Option<String> {
 /// swarmfs patch: the chunk `begin`/`length` names in a piece, or a span inside one chunk
 /// (asked for when the rest of the chunk was written from local data): the chunk's index
 /// with the span's offset and size.
+/// swarmfs patch: a chunk queued for upload: the peer's writer, the chunk, and the
+/// requests the peer cancelled.
+type UploadItem = (
+    tokio::sync::mpsc::UnboundedSender<WriterRequest>,
+    ChunkInfo,
+    Arc<Cancelled>,
+);
+
+/// swarmfs patch: the requests (piece, begin) a peer cancelled. A cancel that came after
+/// its chunk went out stays until the set is full, and the set is then emptied: a cancel
+/// lost that way costs one chunk sent, as every cancel did before.
+#[derive(Default)]
+struct Cancelled(Mutex<HashSet<(u32, u32)>>);
+
+impl Cancelled {
+    /// At most this many cancels are kept per peer (a peer keeps far fewer requests in
+    /// flight).
+    const MAX: usize = 1024;
+
+    fn add(&self, piece: u32, begin: u32) {
+        let mut g = self.0.lock();
+        if g.len() >= Self::MAX {
+            g.clear();
+        }
+        g.insert((piece, begin));
+    }
+
+    /// Whether (piece, begin) was cancelled; forgets the cancel.
+    fn take(&self, piece: u32, begin: u32) -> bool {
+        let mut g = self.0.lock();
+        !g.is_empty() && g.remove(&(piece, begin))
+    }
+}
+
 fn chunk_or_span(
     lengths: &Lengths,
     piece: ValidPieceIndex,

@@ -1,0 +1,122 @@
+//! The wire protocol as a plain BitTorrent peer sees it from a swarmfs seeder: a peer
+//! written here, byte by byte, against the real binary.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::support::*;
+
+const CHUNK: u64 = 16 << 10;
+
+fn send(c: &mut TcpStream, id: u8, body: &[u8]) {
+    let mut m = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+    m.push(id);
+    m.extend_from_slice(body);
+    c.write_all(&m).unwrap();
+}
+
+/// Reads one message: (id, body); a keep-alive is skipped.
+fn recv(c: &mut TcpStream) -> (u8, Vec<u8>) {
+    loop {
+        let mut len = [0u8; 4];
+        c.read_exact(&mut len).unwrap();
+        let len = u32::from_be_bytes(len) as usize;
+        if len == 0 {
+            continue;
+        }
+        assert!(len <= (1 << 20), "a message of {len} bytes");
+        let mut m = vec![0u8; len];
+        c.read_exact(&mut m).unwrap();
+        let id = m.remove(0);
+        return (id, m);
+    }
+}
+
+/// (index, begin, length) of the `k`th chunk of the release.
+fn chunk(k: u64, piece_len: u64) -> [u8; 12] {
+    let at = k * CHUNK;
+    let mut b = [0u8; 12];
+    b[..4].copy_from_slice(&((at / piece_len) as u32).to_be_bytes());
+    b[4..8].copy_from_slice(&((at % piece_len) as u32).to_be_bytes());
+    b[8..].copy_from_slice(&(CHUNK as u32).to_be_bytes());
+    b
+}
+
+/// A peer that got a piece elsewhere cancels its request (BEP 3); the origin, whose
+/// uplink a whole fleet queues on, must not send it anyway (stock librqbit did).
+#[test]
+fn a_seeder_does_not_send_the_chunks_a_peer_cancelled() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("rel");
+    sample(&dir, 4 << 20, 16);
+    let torrent = t.path().join("rel.torrent");
+    publish(&dir, &torrent, &[]);
+    let rel = swarmfs::release::Release::from_torrent(&std::fs::read(&torrent).unwrap()).unwrap();
+    let port = free_port();
+    // Slow enough that the requests queue at the seeder (128 chunks: 16 s).
+    let _seed = seed(&torrent, &dir, port, &["--upload-limit", "128K"]);
+
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut hs = vec![19u8];
+    hs.extend_from_slice(b"BitTorrent protocol");
+    hs.extend_from_slice(&[0u8; 8]); // no extensions
+    hs.extend_from_slice(&rel.info_hash.0);
+    hs.extend_from_slice(b"-CN0001-cancelcancel");
+    c.write_all(&hs).unwrap();
+    let mut theirs = [0u8; 68];
+    c.read_exact(&mut theirs).unwrap();
+    assert_eq!(theirs[28..48], rel.info_hash.0, "the seeder's handshake");
+    send(&mut c, 2, &[]); // interested
+    loop {
+        let (id, _) = recv(&mut c);
+        if id == 1 {
+            break; // unchoked
+        }
+    }
+
+    let asked = 128u64.min(rel.total_length / CHUNK);
+    let kept = 4;
+    for k in 0..asked {
+        send(&mut c, 6, &chunk(k, rel.piece_length));
+    }
+    // Every request but the last `kept`, cancelled at once.
+    for k in 0..asked - kept {
+        send(&mut c, 8, &chunk(k, rel.piece_length));
+    }
+    let last: Vec<[u8; 8]> = (asked - kept..asked)
+        .map(|k| chunk(k, rel.piece_length)[..8].try_into().unwrap())
+        .collect();
+    // Keep-alives, so that the seeder keeps the connection while it sends (it drops a
+    // peer silent for 10 s).
+    let mut ka = c.try_clone().unwrap();
+    std::thread::spawn(move || {
+        while ka.write_all(&[0u8; 4]).is_ok() {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+    let (mut got, mut got_kept) = (0u64, 0usize);
+    while got_kept < last.len() {
+        let (id, body) = recv(&mut c);
+        if id != 7 {
+            continue;
+        }
+        got += 1;
+        assert_eq!(body.len() as u64, 8 + CHUNK, "a whole chunk");
+        if last.iter().any(|h| h[..] == body[..8]) {
+            got_kept += 1;
+        }
+    }
+    eprintln!(
+        "asked for {asked} chunks, cancelled {}, received {got}",
+        asked - kept
+    );
+    // The chunks already on their way when the cancels came still arrive (the rate
+    // limiter's burst); the rest of the cancelled ones do not.
+    assert!(
+        got < asked / 2,
+        "{got} of {asked} chunks sent though {} were cancelled",
+        asked - kept
+    );
+}
