@@ -21,7 +21,7 @@ pub use picker::ProfileExchange;
 pub mod picker;
 mod storage;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -233,7 +233,7 @@ impl Fetcher {
                 picker::Picker::new(
                     &release,
                     pieces.clone(),
-                    opts.listen.map(|a| a.ip()),
+                    own_address(opts, &release),
                     boot,
                     deferred.clone(),
                 )
@@ -630,6 +630,52 @@ fn stats_of(session: &Session, t: &ManagedTorrent, allow: Option<&AllowPeers>) -
     }
 }
 
+/// The address this host's peers know it by, for the picker's turns at the origin
+/// (`picker::seeder_rank`) and its holds on pieces other hosts fetch from it: `--listen`'s
+/// if it names one, else the one the kernel would send from towards the first peer given,
+/// a tracker named by address, or the default route (a UDP socket's connect sends
+/// nothing). Without it the picker took turns with nobody and held nothing: a fleet
+/// mounted with the defaults asked the origin for every start-up piece at once, on
+/// every host (the benchmarks pass `--listen` with the host's address, which hid it).
+pub fn own_address(opts: &SwarmOptions, release: &Release) -> Option<IpAddr> {
+    if let Some(ip) = opts
+        .listen
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
+    {
+        return Some(ip);
+    }
+    let trackers = opts
+        .trackers
+        .iter()
+        .chain(&release.trackers)
+        .filter_map(|t| {
+            let u = url::Url::parse(t).ok()?;
+            let ip: IpAddr = match u.host()? {
+                url::Host::Ipv4(v4) => v4.into(),
+                url::Host::Ipv6(v6) => v6.into(),
+                // (`udp://` is not a special scheme: its address comes as an opaque host)
+                url::Host::Domain(d) => d.parse().ok()?, // a name: no DNS lookup here
+            };
+            Some(SocketAddr::new(ip, u.port_or_known_default().unwrap_or(80)))
+        });
+    let default_route = SocketAddr::from(([192, 0, 2, 1], 9)); // TEST-NET-1
+    opts.peers
+        .iter()
+        .copied()
+        .chain(trackers)
+        .chain(std::iter::once(default_route))
+        .find_map(|to| {
+            let any: SocketAddr = match to {
+                SocketAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
+                SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+            };
+            let s = std::net::UdpSocket::bind(any).ok()?;
+            s.connect(to).ok()?;
+            Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+        })
+}
+
 async fn new_session(
     default_folder: PathBuf,
     opts: &SwarmOptions,
@@ -738,5 +784,44 @@ mod tests {
             .all(|d| (3750..=6250).contains(&(d.as_millis() as u64))));
         // 64 hosts starting together: their announces fall on many different instants.
         assert!(hosts.len() > 32, "{} distinct intervals of 64", hosts.len());
+    }
+
+    fn opts() -> SwarmOptions {
+        SwarmOptions {
+            listen: None,
+            trackers: Vec::new(),
+            peers: Vec::new(),
+            dht: false,
+            lsd: false,
+            upload_limit_bps: None,
+            download_limit_bps: None,
+            announce_interval: Duration::from_secs(60),
+            allow_peers: None,
+            max_peers: 50,
+        }
+    }
+
+    #[test]
+    fn a_host_knows_the_address_its_peers_see_without_being_told() {
+        let r = crate::release::test_release(&[("a", 1 << 16)], 16 << 10);
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        // --listen naming an address: that one.
+        let mut o = opts();
+        o.listen = Some("127.0.0.7:6881".parse().unwrap());
+        assert_eq!(own_address(&o, &r), Some(IpAddr::from([127, 0, 0, 7])));
+        // --listen on every address: the one that reaches the first peer given...
+        o.listen = Some("0.0.0.0:6881".parse().unwrap());
+        o.peers = vec!["127.0.0.1:7000".parse().unwrap()];
+        assert_eq!(own_address(&o, &r), Some(lo));
+        // ... or a tracker named by address (a name is not looked up here).
+        let mut o = opts();
+        o.trackers = vec![
+            "http://tracker.invalid/announce".into(),
+            "udp://127.0.0.1:6969".into(),
+        ];
+        assert_eq!(own_address(&o, &r), Some(lo));
+        // Nothing to go by: the default route's address, if this machine has one; never
+        // the unspecified address.
+        assert!(own_address(&opts(), &r).is_none_or(|ip| !ip.is_unspecified()));
     }
 }

@@ -861,20 +861,29 @@ fn two_hosts_that_find_each_other_at_once_keep_one_connection() {
     };
     let (a, b) = (mount("a"), mount("b"));
     let peers = |m: &Mount| m.status()["peers"].as_u64().unwrap();
-    // Each has announced a few times by the end: each has dialled the other.
-    let (mut both_seen, mut most) = (false, 0);
-    let end = std::time::Instant::now() + Duration::from_secs(8);
-    while std::time::Instant::now() < end {
-        let (pa, pb) = (peers(&a), peers(&b));
-        both_seen |= pa == 2 && pb == 2;
-        most = most.max(pa).max(pb);
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while !(peers(&a) == 2 && peers(&b) == 2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mounts never had the seed and each other (a {} b {})",
+            peers(&a),
+            peers(&b)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!(
-        "peers at the end: a {} b {}; most seen {most}",
-        peers(&a),
-        peers(&b)
+    // Each has dialled the other by its next announces (every 0.75-1.25 s): the second
+    // connection to a peer exists for a moment on each side, until the handshake's rule
+    // closes one (a sample in that moment sees 3). After three announces, no address is
+    // new to either mount: what is left is what stays, and it is one connection a peer.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        seen.push((peers(&a), peers(&b)));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("peers over the last 3 s (a, b): {seen:?}");
+    assert!(
+        seen.iter().all(|&(pa, pb)| pa == 2 && pb == 2),
+        "a mount kept two connections to one peer: {seen:?}"
     );
-    assert!(both_seen, "the mounts never had the seed and each other");
-    assert_eq!(most, 2, "a mount counted a peer twice");
 }
