@@ -2939,9 +2939,6 @@ fn format_peer_client_name(value: &ByteBuf<'_>) -> Option<String> {
     Some(client_name)
 }
 
-/// swarmfs patch: the chunk `begin`/`length` names in a piece, or a span inside one chunk
-/// (asked for when the rest of the chunk was written from local data): the chunk's index
-/// with the span's offset and size.
 /// swarmfs patch: a chunk queued for upload: the peer's writer, the chunk, and the
 /// requests the peer cancelled.
 type UploadItem = (
@@ -2976,6 +2973,9 @@ impl Cancelled {
     }
 }
 
+/// swarmfs patch: the chunk `begin`/`length` names in a piece, or a span inside one chunk
+/// (asked for when the rest of the chunk was written from local data): the chunk's index
+/// with the span's offset and size.
 fn chunk_or_span(
     lengths: &Lengths,
     piece: ValidPieceIndex,
