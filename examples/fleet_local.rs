@@ -208,11 +208,16 @@ fn pieces_of(r: &Release, (e, off, len): Read) -> std::ops::Range<u64> {
 async fn host(f: Arc<Fetcher>, r: Arc<Release>, reads: Arc<Vec<Read>>, t0: Instant) -> (f64, f64) {
     let ra = Readahead::default();
     for &(e, off, len) in reads.iter() {
-        // What the FUSE adapter does: the read claims its pieces, read-ahead for
-        // sequential readers is asked for, then the read waits.
+        // What the FUSE adapter does: the read claims its pieces, a file read in pages
+        // is fetched whole soon, read-ahead for sequential readers is asked for, then
+        // the read waits.
         let own = pieces_of(&r, (e, off, len));
         let claim = f.claim(own.clone());
-        let window = ra.on_read(e as u64, off, len);
+        let access = ra.on_read(e as u64, off, len);
+        if access.paged || access.first {
+            f.fetch_paged(e, access.paged);
+        }
+        let window = access.window;
         if window > 0 {
             let end = (off + len + window).min(r.entries[e].length);
             let ahead = pieces_of(&r, (e, off + len, end.saturating_sub(off + len)));

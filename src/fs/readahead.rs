@@ -1,6 +1,8 @@
 //! Sequential-read detection: a file read front to back gets its next pieces asked for
 //! before the reads reach them, so that its pieces stream at the link's rate instead of
-//! one round trip per piece. Reads that jump about (page faults of a binary) get none.
+//! one round trip per piece. Reads that jump about (page faults of a binary) get none;
+//! the first jump in a file says it is paged (a mapped binary or library, an index), and
+//! the caller can have it fetched whole soon ([`Access::paged`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -28,15 +30,35 @@ struct Stream {
     /// Where the furthest read so far ended.
     end: u64,
     window: u64,
+    /// Whether a read of this file jumped already.
+    jumped: bool,
+}
+
+/// What a read says about its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// How many bytes after the read to ask for ahead (0: not a sequential reader).
+    pub window: u64,
+    /// True for the first read of the file that jumped (neither at its start nor near
+    /// where the last read ended): the file is read in pages, here and on every host
+    /// that starts the same program.
+    pub paged: bool,
+    /// True for the first read of the file.
+    pub first: bool,
 }
 
 impl Readahead {
-    /// Records a read of `len` bytes at `offset`; returns how many bytes after it to ask
-    /// for ahead (0: not a sequential reader).
-    pub fn on_read(&self, ino: Ino, offset: u64, len: u64) -> u64 {
+    /// Records a read of `len` bytes at `offset`.
+    pub fn on_read(&self, ino: Ino, offset: u64, len: u64) -> Access {
         let mut files = self.files.lock().expect("not poisoned");
-        let s = files.entry(ino).or_insert(Stream { end: 0, window: 0 });
+        let first = !files.contains_key(&ino);
+        let s = files.entry(ino).or_insert(Stream {
+            end: 0,
+            window: 0,
+            jumped: false,
+        });
         let sequential = offset == 0 || (offset <= s.end + SLACK && offset + SLACK >= s.end);
+        let paged = !sequential && !std::mem::replace(&mut s.jumped, true);
         s.window = match (sequential, s.window) {
             (false, _) => 0,
             (true, 0) => MIN_WINDOW,
@@ -47,7 +69,11 @@ impl Readahead {
         } else {
             offset + len
         };
-        s.window
+        Access {
+            window: s.window,
+            paged,
+            first,
+        }
     }
 }
 
@@ -58,19 +84,38 @@ mod tests {
     #[test]
     fn a_front_to_back_reader_gets_a_growing_window_a_jumping_one_none() {
         let r = Readahead::default();
+        let w = |ino, off, len| r.on_read(ino, off, len).window;
         let k = 128 << 10;
-        assert_eq!(r.on_read(1, 0, k), MIN_WINDOW);
-        assert_eq!(r.on_read(1, k, k), 2 * MIN_WINDOW);
+        assert_eq!(w(1, 0, k), MIN_WINDOW);
+        assert_eq!(w(1, k, k), 2 * MIN_WINDOW);
         // Out of order, within the slack: still sequential.
-        assert_eq!(r.on_read(1, 3 * k, k), MAX_WINDOW);
-        assert_eq!(r.on_read(1, 2 * k, k), MAX_WINDOW);
-        assert_eq!(r.on_read(1, 4 * k, k), MAX_WINDOW);
+        assert_eq!(w(1, 3 * k, k), MAX_WINDOW);
+        assert_eq!(w(1, 2 * k, k), MAX_WINDOW);
+        assert_eq!(w(1, 4 * k, k), MAX_WINDOW);
         // A jump ends it; reading on from the new place starts again.
-        assert_eq!(r.on_read(1, 100 << 20, 64 << 10), 0);
-        assert_eq!(r.on_read(1, (100 << 20) + (64 << 10), k), MIN_WINDOW);
+        assert_eq!(w(1, 100 << 20, 64 << 10), 0);
+        assert_eq!(w(1, (100 << 20) + (64 << 10), k), MIN_WINDOW);
         // Page faults all over another file: never a window.
         for off in [90u64 << 20, 3 << 20, 50 << 20, 7 << 20] {
-            assert_eq!(r.on_read(2, off, 64 << 10), 0);
+            assert_eq!(w(2, off, 64 << 10), 0);
+        }
+    }
+
+    #[test]
+    fn the_first_jump_in_a_file_says_it_is_paged_once() {
+        let r = Readahead::default();
+        let paged = |ino, off| r.on_read(ino, off, 64 << 10).paged;
+        // A head, then on from it: not paged.
+        assert!(!paged(1, 0));
+        assert!(!paged(1, 64 << 10));
+        // A page far off: paged, once.
+        assert!(paged(1, 40 << 20));
+        assert!(!paged(1, 3 << 20));
+        // A file whose first read is a page: paged at once.
+        assert!(paged(2, 9 << 20));
+        // A file read front to back never is.
+        for i in 0..64 {
+            assert!(!paged(3, i * (64 << 10)));
         }
     }
 }

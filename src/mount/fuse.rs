@@ -397,8 +397,13 @@ impl Filesystem for SwarmFs {
         let claim = pieces
             .first_missing(plan.pieces.clone())
             .map(|_| self.fetcher.claim(plan.pieces.clone()));
-        // A sequential reader's next pieces are asked for now, hit or miss.
-        let window = self.readahead.on_read(ino.0, plan.offset, plan.len);
+        // A sequential reader's next pieces are asked for now, hit or miss; a file read
+        // in pages is fetched whole soon.
+        let access = self.readahead.on_read(ino.0, plan.offset, plan.len);
+        if access.paged || access.first {
+            self.fetcher.fetch_paged(plan.entry, access.paged);
+        }
+        let window = access.window;
         if window > 0 {
             let ahead = self
                 .tree

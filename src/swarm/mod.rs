@@ -359,6 +359,14 @@ impl Fetcher {
         }
     }
 
+    /// Entry `entry` is read in pages (a jump in it, [`crate::fs::readahead::Access`]):
+    /// its pieces go ahead of the rest of the background ([`picker`], 6).
+    pub fn fetch_paged(&self, entry: usize, jumped: bool) {
+        if self.picker.paged(&self.release, entry, jumped) {
+            self.wake_requesters();
+        }
+    }
+
     /// A piece rebuilt from local data is here and verified (its `PieceMap` bit set):
     /// peers are told, and nobody is asked for it. Before the engine is live this waits
     /// for the hand-over that follows its check.

@@ -3,13 +3,15 @@
 //!
 //! 1. Urgent: the pieces readers wait on, oldest read first.
 //! 2. Background, in an order of this host's own: first the pieces a starting server is
-//!    likely to read (the head of every file, and small files whole), then the rest, each
-//!    class in a random order that differs on every host. Every server of a fleet reads
+//!    likely to read (the head of every larger file, then small files whole), then the
+//!    files it reads in pages (a mapped binary or library: a read jumped in it, or a file
+//!    up to [`PAGED_OPENED`] was opened), smallest first, then the rest, each class in a
+//!    random order that differs on every host. Every server of a fleet reads
 //!    the same start-up pieces at about the same moment; when each has fetched different
 //!    ones in the background, they take them from each other instead of all from the
 //!    origin.
 //!    With a boot profile ([`crate::mount::profile`]) its pieces are a first tier before these
-//!    two: 8 hosts, 256 MB, boot median 27.6 s without, 14.0-14.6 s with (16 x 128 MB:
+//!    classes: 8 hosts, 256 MB, boot median 27.6 s without, 14.0-14.6 s with (16 x 128 MB:
 //!    27.3 s, 11.2 s). The profile's 18.7 MB of start-up reads touch 303 pieces (79 MB)
 //!    that only the origin has at first: its uplink, not the reads, sets that time.
 //! 3. Read-ahead of sequential readers sits between the two, rarest first, in a per-host
@@ -127,6 +129,13 @@ pub const ORIGIN_SERVED_RECENTLY: Duration = Duration::from_secs(2);
 /// Hosts past this place in a piece's order all take their turn together.
 pub const STAGGER_RANKS: usize = 4;
 
+/// At most this many files are fetched ahead of the background as read in pages.
+pub const MAX_PAGED: usize = 64;
+
+/// A larger file is fetched whole soon from its first read (a library's header) only up
+/// to this size; beyond it, once a read jumps in it.
+pub const PAGED_OPENED: u64 = 16 << 20;
+
 /// At most this many read-ahead pieces are kept (32 MiB of 256 KiB pieces).
 const MAX_AHEAD: usize = 128;
 
@@ -153,6 +162,9 @@ pub struct Picker {
     /// with when each was first asked for ahead.
     ahead: Mutex<std::collections::VecDeque<(u32, Instant)>>,
     order: RwLock<Arc<[Vec<u32>]>>,
+    /// Files found read in pages (entries, in the order found), fetched ahead of the
+    /// rest of the background.
+    paged: Mutex<Vec<usize>>,
     pieces: Arc<PieceMap>,
     seed: u64,
     /// This host's address as its peers see it, if known (see `may_ask_seeder`).
@@ -197,7 +209,8 @@ impl Picker {
             me: me.filter(|ip| !ip.is_unspecified()),
             urgent: Mutex::new(Vec::new()),
             ahead: Mutex::new(Default::default()),
-            order: RwLock::new(background_order(release, seed, boot).into()),
+            order: RwLock::new(background_order(release, seed, boot, &[]).into()),
+            paged: Mutex::new(Vec::new()),
             boot: RwLock::new(Arc::new(sorted(boot))),
             exchange: OnceLock::new(),
             boot_done: std::sync::atomic::AtomicBool::new(boot.is_empty()),
@@ -305,6 +318,35 @@ impl Picker {
         added
     }
 
+    /// Entry `entry` of `release` is read in pages (`jumped`: a read jumped in it), or was
+    /// just opened: its pieces become a background tier after the start-up class, ahead of
+    /// the rest (see [`background_order`]). An opened file is taken only up to
+    /// [`PAGED_OPENED`]. False if that changes nothing (a small file, one already taken,
+    /// [`MAX_PAGED`] files already).
+    pub fn paged(&self, release: &Release, entry: usize, jumped: bool) -> bool {
+        let Some(e) = release.entries.get(entry) else {
+            return false;
+        };
+        if !matches!(e.kind, EntryKind::File { .. }) || e.length <= SMALL_FILE {
+            return false;
+        }
+        if !jumped && e.length > PAGED_OPENED {
+            return false;
+        }
+        let mut paged = self.paged.lock().expect("not poisoned");
+        if paged.contains(&entry) || paged.len() >= MAX_PAGED {
+            return false;
+        }
+        paged.push(entry);
+        let boot = self.boot.read().expect("not poisoned").clone();
+        // The profile's tier keeps its order (the boot list is sorted; the tier is
+        // shuffled in `background_order` either way).
+        *self.order.write().expect("not poisoned") =
+            background_order(release, self.seed, &boot, &paged).into();
+        tracing::debug!(target: "swarmfs::piece", entry, bytes = e.length, "file read in pages");
+        true
+    }
+
     /// The boot profile's pieces that are here, and how many it has; `None` without one.
     pub fn boot_progress(&self) -> Option<(u64, u64)> {
         let boot = self.boot.read().expect("not poisoned").clone();
@@ -355,8 +397,9 @@ impl Picker {
 
     /// Makes `boot` (a profile's pieces, in its order) the first tier from now on.
     fn set_boot(&self, release: &Release, boot: &[u32]) {
+        let paged = self.paged.lock().expect("not poisoned");
         *self.order.write().expect("not poisoned") =
-            background_order(release, self.seed, boot).into();
+            background_order(release, self.seed, boot, &paged).into();
         *self.boot.write().expect("not poisoned") = Arc::new(sorted(boot));
         self.boot_done
             .store(boot.is_empty(), AtomicOrdering::Relaxed);
@@ -675,12 +718,18 @@ fn sorted(pieces: &[u32]) -> Vec<u32> {
 }
 
 /// Every piece once, in tiers: a boot profile's pieces if there is one, then the start-up
-/// class (file heads, small files), then the rest, each shuffled with `seed` (librqbit
+/// class (the heads of larger files, then small files), then the files in `paged`
+/// (entries, smallest first, a tier each), then the rest, each shuffled with `seed` (librqbit
 /// takes the rarest of a tier, ties by order). The profile's tier is shuffled too: every
 /// host wants all of it at once, and hosts that each took different pieces from the
 /// origin trade them, where hosts taking them in one order would all fetch the same
 /// piece from it at the same moment.
-pub fn background_order(release: &Release, seed: u64, boot: &[u32]) -> Vec<Vec<u32>> {
+pub fn background_order(
+    release: &Release,
+    seed: u64,
+    boot: &[u32],
+    paged: &[usize],
+) -> Vec<Vec<u32>> {
     let n = release.piece_count();
     let pl = release.piece_length;
     let mut in_boot = vec![false; n as usize];
@@ -690,31 +739,64 @@ pub fn background_order(release: &Release, seed: u64, boot: &[u32]) -> Vec<Vec<u
         .filter(|&p| p < n as u32 && !std::mem::replace(&mut in_boot[p as usize], true))
         .collect();
     shuffle(&mut first, seed ^ 0xB007);
-    let mut early = vec![false; n as usize];
+    // The start-up class: the head of every larger file (a program's binary and
+    // libraries are opened at their headers first), then small files whole.
+    let mut head = vec![false; n as usize];
+    let mut small = vec![false; n as usize];
     for e in &release.entries {
         if !matches!(e.kind, EntryKind::File { .. }) || e.length == 0 {
             continue;
         }
         let first = e.offset / pl;
-        let last = if e.length <= SMALL_FILE {
-            (e.offset + e.length - 1) / pl
+        if e.length <= SMALL_FILE {
+            for p in first..=(e.offset + e.length - 1) / pl {
+                small[p as usize] = true;
+            }
         } else {
-            first
-        };
-        for p in first..=last {
-            early[p as usize] = true;
+            head[first as usize] = true;
         }
     }
-    let (mut a, mut b): (Vec<u32>, Vec<u32>) = (0..n as u32)
-        .filter(|&p| !in_boot[p as usize])
-        .partition(|&p| early[p as usize]);
-    shuffle(&mut a, seed);
-    shuffle(&mut b, seed ^ 0x9E37_79B9_7F4A_7C15);
-    if first.is_empty() {
-        vec![a, b]
-    } else {
-        vec![first, a, b]
+    // Files read in pages (mapped binaries and libraries), smallest first, a tier each.
+    let mut files: Vec<&crate::release::Entry> = paged
+        .iter()
+        .filter_map(|&i| release.entries.get(i))
+        .collect();
+    files.sort_by_key(|e| e.length);
+    let mut paged_tiers: Vec<Vec<u32>> = Vec::new();
+    for e in files.into_iter().filter(|e| e.length > 0) {
+        let mut tier: Vec<u32> = (e.offset / pl..(e.offset + e.length).div_ceil(pl))
+            .map(|p| p as u32)
+            // (its head, and a piece it shares with a small file, stay in the start-up
+            // class)
+            .filter(|&p| !head[p as usize] && !small[p as usize])
+            .filter(|&p| !std::mem::replace(&mut in_boot[p as usize], true))
+            .collect();
+        shuffle(&mut tier, seed ^ 0x9A6E);
+        paged_tiers.push(tier);
     }
+    let (mut heads, mut smalls, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+    for p in (0..n as u32).filter(|&p| !in_boot[p as usize]) {
+        if head[p as usize] {
+            heads.push(p)
+        } else if small[p as usize] {
+            smalls.push(p)
+        } else {
+            rest.push(p)
+        }
+    }
+    shuffle(&mut heads, seed ^ 0x4EAD);
+    shuffle(&mut smalls, seed);
+    shuffle(&mut rest, seed ^ 0x9E37_79B9_7F4A_7C15);
+    let mut tiers = Vec::new();
+    if !first.is_empty() {
+        tiers.push(first);
+    }
+    tiers.push(heads);
+    tiers.push(smalls);
+    tiers.extend(paged_tiers);
+    tiers.push(rest);
+    tiers.retain(|t| !t.is_empty());
+    tiers
 }
 
 /// Where this host stands, for `piece`, in an order every host of the fleet computes
@@ -784,8 +866,8 @@ mod tests {
             ],
             piece,
         );
-        let o1 = background_order(&r, 1, &[]).concat();
-        let o2 = background_order(&r, 2, &[]).concat();
+        let o1 = background_order(&r, 1, &[], &[]).concat();
+        let o2 = background_order(&r, 2, &[], &[]).concat();
         let mut sorted = o1.clone();
         sorted.sort();
         assert_eq!(sorted, (0..r.piece_count() as u32).collect::<Vec<_>>());
@@ -821,13 +903,92 @@ mod tests {
     }
 
     #[test]
+    fn files_read_in_pages_follow_the_start_up_class_smallest_first() {
+        use librqbit::piece_picker::PiecePicker;
+        let piece: u64 = 16 << 10;
+        let r = release(
+            &[
+                ("bin/app", 4 << 20),
+                ("data/huge.db", 20 << 20),
+                ("etc/a.conf", 100),
+                ("lib/x.so", (2 << 20) + 5),
+            ],
+            piece,
+        );
+        let entry = |name: &str| {
+            r.entries
+                .iter()
+                .position(|e| e.path.last().map(String::as_str) == Some(name))
+                .unwrap()
+        };
+        let pieces_of = |i: usize| {
+            let e = &r.entries[i];
+            let mut v: Vec<u32> =
+                ((e.offset / piece) as u32..(e.offset + e.length).div_ceil(piece) as u32).collect();
+            v.sort();
+            v
+        };
+        let picker = Picker::new(
+            &r,
+            Arc::new(PieceMap::new(r.piece_count())),
+            None,
+            &[],
+            None,
+        );
+        let tiers = |p: &Picker| p.background_order().unwrap().to_vec();
+        // Heads of the larger files, then small files, then the rest.
+        assert_eq!(tiers(&picker).len(), 3);
+        let heads: Vec<u32> = ["app", "huge.db", "x.so"]
+            .iter()
+            .map(|n| (r.entries[entry(n)].offset / piece) as u32)
+            .collect();
+        let mut first = tiers(&picker)[0].clone();
+        first.sort();
+        assert_eq!(first, heads, "the heads of the larger files first");
+
+        // A small file is never taken; a library opened is, once.
+        assert!(!picker.paged(&r, entry("a.conf"), true));
+        assert!(picker.paged(&r, entry("x.so"), false));
+        assert!(!picker.paged(&r, entry("x.so"), true), "once");
+        // A file past PAGED_OPENED only once a read jumps in it.
+        assert!(!picker.paged(&r, entry("huge.db"), false));
+        // The binary, once a read jumped in it: after the library (smaller first).
+        assert!(picker.paged(&r, entry("app"), true));
+        let t = tiers(&picker);
+        assert_eq!(t.len(), 5, "heads, small files, x.so, app, the rest");
+        let sorted_tier = |i: usize| {
+            let mut v = t[i].clone();
+            v.sort();
+            v
+        };
+        // (its head is in the first tier)
+        let without_head = |i: usize| pieces_of(i).into_iter().skip(1).collect::<Vec<_>>();
+        assert_eq!(sorted_tier(2), without_head(entry("x.so")));
+        assert_eq!(sorted_tier(3), without_head(entry("app")));
+        assert!(picker.paged(&r, entry("huge.db"), true));
+        let t = tiers(&picker);
+        assert_eq!(
+            t.len(),
+            5,
+            "heads, small files, x.so, app, huge.db: no rest is left"
+        );
+        let mut last = t[4].clone();
+        last.sort();
+        assert_eq!(last, without_head(entry("huge.db")));
+        // Every piece still once.
+        let mut all = tiers(&picker).concat();
+        all.sort();
+        assert_eq!(all, (0..r.piece_count() as u32).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn a_boot_profile_is_the_first_tier_in_an_order_of_each_host() {
         let piece = 16 << 10;
-        let r = release(&[("bin/app", 64 * piece), ("etc/a.conf", 100)], piece);
+        let r = release(&[("bin/app", 65 * piece), ("etc/a.conf", 100)], piece);
         let boot: Vec<u32> = vec![40, 3, 41, 3, 17, 9, 60, 2, 33, 50];
-        let o1 = background_order(&r, 1, &boot);
-        let o2 = background_order(&r, 2, &boot);
-        assert_eq!(o1.len(), 3, "profile, start-up class, rest");
+        let o1 = background_order(&r, 1, &boot, &[]);
+        let o2 = background_order(&r, 2, &boot, &[]);
+        assert_eq!(o1.len(), 4, "profile, heads, small files, rest");
         let mut t0 = o1[0].clone();
         t0.sort();
         assert_eq!(
@@ -839,8 +1000,8 @@ mod tests {
         let mut all = o1.concat();
         all.sort();
         assert_eq!(all, (0..r.piece_count() as u32).collect::<Vec<_>>());
-        // Without a profile: the two tiers as before.
-        assert_eq!(background_order(&r, 1, &[]).len(), 2);
+        // Without a profile: the start-up class's two tiers and the rest.
+        assert_eq!(background_order(&r, 1, &[], &[]).len(), 3);
     }
 
     #[test]
