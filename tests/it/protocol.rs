@@ -43,6 +43,52 @@ fn chunk(k: u64, piece_len: u64) -> [u8; 12] {
     b
 }
 
+/// Connects to a seeder as a plain peer (`extended`: one that speaks BEP 10) and waits
+/// until it unchokes us. Returns the stream and the id the seeder takes
+/// `swarmfs_fetching` messages under, if it said.
+fn join(
+    port: u16,
+    rel: &swarmfs::release::Release,
+    peer_id: &[u8; 20],
+    extended: bool,
+) -> (TcpStream, Option<u8>) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut hs = vec![19u8];
+    hs.extend_from_slice(b"BitTorrent protocol");
+    let mut reserved = [0u8; 8];
+    if extended {
+        reserved[5] |= 0x10;
+    }
+    hs.extend_from_slice(&reserved);
+    hs.extend_from_slice(&rel.info_hash.0);
+    hs.extend_from_slice(peer_id);
+    c.write_all(&hs).unwrap();
+    let mut theirs = [0u8; 68];
+    c.read_exact(&mut theirs).unwrap();
+    assert_eq!(theirs[28..48], rel.info_hash.0, "the seeder's handshake");
+    if extended {
+        send(&mut c, 20, b"\x00d1:mdee");
+    }
+    send(&mut c, 2, &[]); // interested
+    let mut fetching_id = None;
+    loop {
+        let (id, body) = recv(&mut c);
+        if id == 20 && body.first() == Some(&0) {
+            // Its extended handshake: "16:swarmfs_fetchingi<id>e" in its `m`.
+            let key = b"16:swarmfs_fetchingi";
+            if let Some(at) = body.windows(key.len()).position(|w| w == key) {
+                let rest = &body[at + key.len()..];
+                let end = rest.iter().position(|&b| b == b'e').unwrap();
+                fetching_id = std::str::from_utf8(&rest[..end]).unwrap().parse().ok();
+            }
+        }
+        if id == 1 {
+            return (c, fetching_id); // unchoked
+        }
+    }
+}
+
 /// A peer that got a piece elsewhere cancels its request (BEP 3); the origin, whose
 /// uplink a whole fleet queues on, must not send it anyway (stock librqbit did).
 #[test]
@@ -57,24 +103,7 @@ fn a_seeder_does_not_send_the_chunks_a_peer_cancelled() {
     // Slow enough that the requests queue at the seeder (128 chunks: 16 s).
     let _seed = seed(&torrent, &dir, port, &["--upload-limit", "128K"]);
 
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut hs = vec![19u8];
-    hs.extend_from_slice(b"BitTorrent protocol");
-    hs.extend_from_slice(&[0u8; 8]); // no extensions
-    hs.extend_from_slice(&rel.info_hash.0);
-    hs.extend_from_slice(b"-CN0001-cancelcancel");
-    c.write_all(&hs).unwrap();
-    let mut theirs = [0u8; 68];
-    c.read_exact(&mut theirs).unwrap();
-    assert_eq!(theirs[28..48], rel.info_hash.0, "the seeder's handshake");
-    send(&mut c, 2, &[]); // interested
-    loop {
-        let (id, _) = recv(&mut c);
-        if id == 1 {
-            break; // unchoked
-        }
-    }
+    let (mut c, _) = join(port, &rel, b"-CN0001-cancelcancel", false);
 
     let asked = 128u64.min(rel.total_length / CHUNK);
     let kept = 4;
@@ -118,5 +147,67 @@ fn a_seeder_does_not_send_the_chunks_a_peer_cancelled() {
         got < asked / 2,
         "{got} of {asked} chunks sent though {} were cancelled",
         asked - kept
+    );
+}
+
+/// A host whose reader waits on a piece says so (`swarmfs_fetching` `{"wait": piece}`)
+/// before asking for it; the seeder sends it before the background chunks the host asked
+/// for earlier. Without that, a read's piece waited at the origin behind every chunk of
+/// prefetch queued there (at 1 MiB/s, a 64-chunk window is a second).
+#[test]
+fn a_seeder_sends_first_the_piece_a_reader_waits_on() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("rel");
+    sample(&dir, 4 << 20, 16);
+    let torrent = t.path().join("rel.torrent");
+    publish(&dir, &torrent, &[]);
+    let rel = swarmfs::release::Release::from_torrent(&std::fs::read(&torrent).unwrap()).unwrap();
+    let port = free_port();
+    // Slow enough that the requests queue at the seeder (64 chunks: 8 s).
+    let _seed = seed(&torrent, &dir, port, &["--upload-limit", "128K"]);
+    let (mut c, fetching_id) = join(port, &rel, b"-CN0001-waitwaitwait", true);
+    let fetching_id = fetching_id.expect("the seeder takes swarmfs_fetching");
+
+    let background = 64u64;
+    for k in 0..background {
+        send(&mut c, 6, &chunk(k, rel.piece_length));
+    }
+    // The last whole piece: a reader waits on it.
+    let per_piece = rel.piece_length / CHUNK;
+    let piece = rel.total_length / rel.piece_length - 1;
+    assert!(
+        piece * per_piece >= background,
+        "the piece is not among the background"
+    );
+    let mut notice = vec![fetching_id];
+    notice.extend_from_slice(format!("d4:waiti{piece}ee").as_bytes());
+    send(&mut c, 20, &notice);
+    for k in piece * per_piece..(piece + 1) * per_piece {
+        send(&mut c, 6, &chunk(k, rel.piece_length));
+    }
+    let mut ka = c.try_clone().unwrap();
+    std::thread::spawn(move || {
+        while ka.write_all(&[0u8; 4]).is_ok() {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+    let (mut before, mut got) = (0u64, 0u64);
+    while got < per_piece {
+        let (id, body) = recv(&mut c);
+        if id != 7 {
+            continue;
+        }
+        if u32::from_be_bytes(body[..4].try_into().unwrap()) as u64 == piece {
+            got += 1;
+        } else {
+            before += 1;
+        }
+    }
+    eprintln!("{before} of {background} background chunks came before the piece a reader waits on");
+    // The chunks already on their way (the rate limiter's burst, those in the writer)
+    // still come first; not the rest of the queue.
+    assert!(
+        before < background / 2,
+        "{before} of {background} background chunks were sent before the waited-on piece"
     );
 }

@@ -192,6 +192,7 @@ impl Accept for TcpListener {
         let (stream, addr) = self.accept().await.context("error accepting TCP")?;
         // swarmfs patch: no Nagle (see stream_connect.rs).
         let _ = stream.set_nodelay(true);
+        crate::vectored_traits::set_notsent_lowat(&stream);
         let (read, write) = stream.into_split();
         Ok((addr, (read, write)))
     }

@@ -91,8 +91,39 @@ pub enum WriterRequest {
         total_size: u32,
         data: bytes::Bytes,
     },
-    ReadChunkRequest(ChunkInfo),
+    /// swarmfs patch: tell the peer we are asking it for this piece and a reader waits on
+    /// it (`true`) or will soon (read-ahead): a `swarmfs_fetching` dictionary, `wait` or
+    /// `soon` (sent only if it declared `swarmfs_fetching`). Its uploader serves such
+    /// pieces first.
+    SwarmfsAsking(u32, bool),
+    /// A chunk to send, with the upload scheduler's slot (swarmfs patch), given back once
+    /// the chunk is written.
+    ReadChunkRequest(ChunkInfo, Option<UploadSlot>),
     Disconnect(anyhow::Result<()>),
+}
+
+/// swarmfs patch: a chunk's place among those handed to a writer; given back (the
+/// function runs) once the chunk is written, or dropped unsent.
+pub struct UploadSlot(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl UploadSlot {
+    pub fn new(on_release: impl FnOnce() + Send + Sync + 'static) -> UploadSlot {
+        UploadSlot(Some(Box::new(on_release)))
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f()
+        }
+    }
+}
+
+impl std::fmt::Debug for UploadSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UploadSlot")
+    }
 }
 
 #[serde_as]
@@ -412,6 +443,8 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                 tokio::task::yield_now().await;
 
                 let mut uploaded_add = None;
+                // swarmfs patch: the upload scheduler's slots of the chunks in this write.
+                let mut slots = Vec::new();
 
                 trace!("about to send: {:?}", &req);
                 let ext_msg_ids = &|| {
@@ -496,6 +529,13 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                         ))
                         .serialize(&mut *write_buf, ext_msg_ids)?
                     }
+                    WriterRequest::SwarmfsAsking(piece, wait) => {
+                        let Some(id) = ext_msg_ids().swarmfs_fetching else {
+                            continue;
+                        };
+                        Message::Extended(ExtendedMessage::Dyn(id, asking_value(piece, wait)))
+                            .serialize(&mut *write_buf, ext_msg_ids)?
+                    }
                     WriterRequest::SwarmfsProfile {
                         msg_type,
                         piece,
@@ -516,11 +556,12 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                         Message::Extended(ExtendedMessage::Dyn(id, V::Dict(d)))
                             .serialize(&mut *write_buf, ext_msg_ids)?
                     }
-                    WriterRequest::ReadChunkRequest(chunk) => {
+                    WriterRequest::ReadChunkRequest(chunk, slot) => {
                         // swarmfs patch: cancelled by the peer while it waited here.
                         if self.handler.upload_cancelled(&chunk) {
                             continue;
                         }
+                        slots.extend(slot);
                         #[allow(unused_mut)]
                         let mut skip_reading_for_e2e_tests = false;
 
@@ -608,10 +649,20 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                                 .serialize(&mut write_buf[len..], ext_msg_ids)?;
                             }
                         }
-                        WriterRequest::ReadChunkRequest(chunk)
+                        WriterRequest::SwarmfsAsking(piece, wait) => {
+                            if let Some(id) = ext_msg_ids().swarmfs_fetching {
+                                len += Message::Extended(ExtendedMessage::Dyn(
+                                    id,
+                                    asking_value(piece, wait),
+                                ))
+                                .serialize(&mut write_buf[len..], ext_msg_ids)?;
+                            }
+                        }
+                        WriterRequest::ReadChunkRequest(chunk, _)
                             if cfg!(not(test)) && self.handler.upload_cancelled(&chunk) => {}
                         // (tests inject faults on the first message's path)
-                        WriterRequest::ReadChunkRequest(chunk) if cfg!(not(test)) => {
+                        WriterRequest::ReadChunkRequest(chunk, slot) if cfg!(not(test)) => {
+                            slots.extend(slot);
                             let preamble_len =
                                 serialize_piece_preamble(&chunk, &mut write_buf[len..]);
                             let start = len + preamble_len;
@@ -638,6 +689,7 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                 )
                 .await?;
 
+                drop(slots);
                 if let Some(uploaded_add) = uploaded_add {
                     self.handler.on_uploaded_bytes(uploaded_add)
                 }
@@ -692,6 +744,16 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
             }
         }
     }
+}
+
+/// swarmfs patch: a `swarmfs_fetching` message that says we are asking the receiver for
+/// `piece`: `{"wait": piece}` when a reader waits on it, `{"soon": piece}` for read-ahead.
+/// (An integer value is a fetch from a seeder, [`fetching_value`].)
+pub(crate) fn asking_value(piece: u32, wait: bool) -> bencode::BencodeValue<ByteBuf<'static>> {
+    let key: &'static [u8] = if wait { b"wait" } else { b"soon" };
+    let mut d = std::collections::HashMap::new();
+    d.insert(ByteBuf(key), bencode::BencodeValue::Integer(i64::from(piece)));
+    bencode::BencodeValue::Dict(d)
 }
 
 /// swarmfs patch: a `swarmfs_fetching` message's value: the piece, or -(piece + 1) when a

@@ -284,6 +284,7 @@ impl StreamConnector {
             // piece message's last segment is short; with Nagle each waits until
             // everything sent before it is acknowledged.
             let _ = conn.set_nodelay(true);
+            crate::vectored_traits::set_notsent_lowat(&conn);
             debug!(?addr, "connected over TCP");
             Ok::<_, librqbit_dualstack_sockets::Error>(Some(conn))
         };

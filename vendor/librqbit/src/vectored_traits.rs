@@ -134,3 +134,26 @@ impl<T: AsyncRead + Unpin + Sized> AsyncReadVectoredIntoCompat for T {
         AsyncReadToVectoredCompat(self)
     }
 }
+
+/// swarmfs patch: the bytes a peer socket keeps queued but not yet sent, at most
+/// (`TCP_NOTSENT_LOWAT`): a write waits until the queue is below it. The upload
+/// scheduler then decides what goes out next (chunks readers wait on first); with the
+/// kernel's default a socket queued megabytes, first come first served.
+pub const NOTSENT_LOWAT: libc::c_int = 32 * 1024;
+
+/// swarmfs patch: sets [`NOTSENT_LOWAT`] on a TCP peer socket. Best effort.
+pub fn set_notsent_lowat(stream: &tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let v: libc::c_int = NOTSENT_LOWAT;
+    // SAFETY: the fd is this stream's, open for the call; the value is a c_int that
+    // outlives the call.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&raw const v).cast(),
+            std::mem::size_of_val(&v) as libc::socklen_t,
+        );
+    }
+}
