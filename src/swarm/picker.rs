@@ -321,8 +321,8 @@ impl Picker {
     /// Entry `entry` of `release` is read in pages (`jumped`: a read jumped in it), or was
     /// just opened: its pieces become a background tier after the start-up class, ahead of
     /// the rest (see [`background_order`]). An opened file is taken only up to
-    /// [`PAGED_OPENED`]. False if that changes nothing (a small file, one already taken,
-    /// [`MAX_PAGED`] files already).
+    /// [`PAGED_OPENED`]. False if that changes nothing (a small file, one all here or
+    /// already taken, [`MAX_PAGED`] files already).
     pub fn paged(&self, release: &Release, entry: usize, jumped: bool) -> bool {
         let Some(e) = release.entries.get(entry) else {
             return false;
@@ -331,6 +331,15 @@ impl Picker {
             return false;
         }
         if !jumped && e.length > PAGED_OPENED {
+            return false;
+        }
+        // All here already (a warm cache): nothing to reorder.
+        let pl = release.piece_length;
+        if self
+            .pieces
+            .first_missing(e.offset / pl..(e.offset + e.length).div_ceil(pl))
+            .is_none()
+        {
             return false;
         }
         let mut paged = self.paged.lock().expect("not poisoned");
@@ -912,6 +921,7 @@ mod tests {
                 ("data/huge.db", 20 << 20),
                 ("etc/a.conf", 100),
                 ("lib/x.so", (2 << 20) + 5),
+                ("lib/y.so", 2 << 20),
             ],
             piece,
         );
@@ -928,17 +938,12 @@ mod tests {
             v.sort();
             v
         };
-        let picker = Picker::new(
-            &r,
-            Arc::new(PieceMap::new(r.piece_count())),
-            None,
-            &[],
-            None,
-        );
+        let map = Arc::new(PieceMap::new(r.piece_count()));
+        let picker = Picker::new(&r, map.clone(), None, &[], None);
         let tiers = |p: &Picker| p.background_order().unwrap().to_vec();
         // Heads of the larger files, then small files, then the rest.
         assert_eq!(tiers(&picker).len(), 3);
-        let heads: Vec<u32> = ["app", "huge.db", "x.so"]
+        let heads: Vec<u32> = ["app", "huge.db", "x.so", "y.so"]
             .iter()
             .map(|n| (r.entries[entry(n)].offset / piece) as u32)
             .collect();
@@ -946,8 +951,12 @@ mod tests {
         first.sort();
         assert_eq!(first, heads, "the heads of the larger files first");
 
-        // A small file is never taken; a library opened is, once.
+        // A small file is never taken, nor one all here; a library opened is, once.
         assert!(!picker.paged(&r, entry("a.conf"), true));
+        for p in pieces_of(entry("y.so")) {
+            map.set(u64::from(p));
+        }
+        assert!(!picker.paged(&r, entry("y.so"), true));
         assert!(picker.paged(&r, entry("x.so"), false));
         assert!(!picker.paged(&r, entry("x.so"), true), "once");
         // A file past PAGED_OPENED only once a read jumps in it.
@@ -969,8 +978,8 @@ mod tests {
         let t = tiers(&picker);
         assert_eq!(
             t.len(),
-            5,
-            "heads, small files, x.so, app, huge.db: no rest is left"
+            6,
+            "heads, small files, x.so, app, huge.db, the rest"
         );
         let mut last = t[4].clone();
         last.sort();

@@ -43,6 +43,30 @@ fn chunk(k: u64, piece_len: u64) -> [u8; 12] {
     b
 }
 
+/// A sample release published under `t` and seeded at 128 KiB/s on a free port:
+/// (the release, the port, the seeder).
+fn slow_seed(t: &std::path::Path) -> (swarmfs::release::Release, u16, Proc) {
+    let dir = t.join("rel");
+    sample(&dir, 4 << 20, 16);
+    let torrent = t.join("rel.torrent");
+    publish(&dir, &torrent, &[]);
+    let rel = swarmfs::release::Release::from_torrent(&std::fs::read(&torrent).unwrap()).unwrap();
+    let port = free_port();
+    let seeder = seed(&torrent, &dir, port, &["--upload-limit", "128K"]);
+    (rel, port, seeder)
+}
+
+/// Keep-alives every 2 s from a thread, so that the seeder keeps the connection while it
+/// sends (it drops a peer silent for 10 s).
+fn keep_alive(c: &TcpStream) {
+    let mut ka = c.try_clone().unwrap();
+    std::thread::spawn(move || {
+        while ka.write_all(&[0u8; 4]).is_ok() {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+}
+
 /// Connects to a seeder as a plain peer (`extended`: one that speaks BEP 10) and waits
 /// until it unchokes us. Returns the stream and the id the seeder takes
 /// `swarmfs_fetching` messages under, if it said.
@@ -94,15 +118,8 @@ fn join(
 #[test]
 fn a_seeder_does_not_send_the_chunks_a_peer_cancelled() {
     let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("rel");
-    sample(&dir, 4 << 20, 16);
-    let torrent = t.path().join("rel.torrent");
-    publish(&dir, &torrent, &[]);
-    let rel = swarmfs::release::Release::from_torrent(&std::fs::read(&torrent).unwrap()).unwrap();
-    let port = free_port();
     // Slow enough that the requests queue at the seeder (128 chunks: 16 s).
-    let _seed = seed(&torrent, &dir, port, &["--upload-limit", "128K"]);
-
+    let (rel, port, _seed) = slow_seed(t.path());
     let (mut c, _) = join(port, &rel, b"-CN0001-cancelcancel", false);
 
     let asked = 128u64.min(rel.total_length / CHUNK);
@@ -117,14 +134,7 @@ fn a_seeder_does_not_send_the_chunks_a_peer_cancelled() {
     let last: Vec<[u8; 8]> = (asked - kept..asked)
         .map(|k| chunk(k, rel.piece_length)[..8].try_into().unwrap())
         .collect();
-    // Keep-alives, so that the seeder keeps the connection while it sends (it drops a
-    // peer silent for 10 s).
-    let mut ka = c.try_clone().unwrap();
-    std::thread::spawn(move || {
-        while ka.write_all(&[0u8; 4]).is_ok() {
-            std::thread::sleep(Duration::from_secs(2));
-        }
-    });
+    keep_alive(&c);
     let (mut got, mut got_kept) = (0u64, 0usize);
     while got_kept < last.len() {
         let (id, body) = recv(&mut c);
@@ -157,14 +167,8 @@ fn a_seeder_does_not_send_the_chunks_a_peer_cancelled() {
 #[test]
 fn a_seeder_sends_first_the_piece_a_reader_waits_on() {
     let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("rel");
-    sample(&dir, 4 << 20, 16);
-    let torrent = t.path().join("rel.torrent");
-    publish(&dir, &torrent, &[]);
-    let rel = swarmfs::release::Release::from_torrent(&std::fs::read(&torrent).unwrap()).unwrap();
-    let port = free_port();
     // Slow enough that the requests queue at the seeder (64 chunks: 8 s).
-    let _seed = seed(&torrent, &dir, port, &["--upload-limit", "128K"]);
+    let (rel, port, _seed) = slow_seed(t.path());
     let (mut c, fetching_id) = join(port, &rel, b"-CN0001-waitwaitwait", true);
     let fetching_id = fetching_id.expect("the seeder takes swarmfs_fetching");
 
@@ -185,12 +189,7 @@ fn a_seeder_sends_first_the_piece_a_reader_waits_on() {
     for k in piece * per_piece..(piece + 1) * per_piece {
         send(&mut c, 6, &chunk(k, rel.piece_length));
     }
-    let mut ka = c.try_clone().unwrap();
-    std::thread::spawn(move || {
-        while ka.write_all(&[0u8; 4]).is_ok() {
-            std::thread::sleep(Duration::from_secs(2));
-        }
-    });
+    keep_alive(&c);
     let (mut before, mut got) = (0u64, 0u64);
     while got < per_piece {
         let (id, body) = recv(&mut c);
