@@ -398,8 +398,7 @@ pub fn unmount(args: UnmountArgs) -> Result<()> {
     if let Some(pid) = pid {
         let start = std::time::Instant::now();
         let mut said = false;
-        // SAFETY: signal 0 only checks that the process exists.
-        while unsafe { libc::kill(pid as i32, 0) } == 0 {
+        while running(pid as u32) {
             if start.elapsed() > UNMOUNT_WAIT {
                 eprintln!(
                     "the daemon (pid {pid}) is still stopping after {} s; its cache stays in use until it exits",
@@ -418,9 +417,53 @@ pub fn unmount(args: UnmountArgs) -> Result<()> {
     Ok(())
 }
 
+/// Whether process `pid` still runs: it exists and is not a zombie. A daemon run with
+/// `--foreground` whose parent has not reaped it yet has exited all the same (a benchmark
+/// harness's unmounts each waited the whole `UNMOUNT_WAIT` for one).
+fn running(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid as i32, 0) } != 0 {
+        return false;
+    }
+    // "pid (comm) S ...": the state follows the last ')' (comm may hold one).
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+
+    #[test]
+    fn a_zombie_daemon_counts_as_stopped() {
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(super::running(live.id()));
+        // Exits at once and stays a zombie: not waited for until the end.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let t = std::time::Instant::now();
+        while super::running(gone.id()) {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(10),
+                "`true` still runs"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            std::path::Path::new(&format!("/proc/{}", gone.id())).exists(),
+            "a zombie until reaped"
+        );
+        gone.wait().unwrap();
+        live.kill().unwrap();
+        live.wait().unwrap();
+    }
 
     #[derive(Parser)]
     struct Mount {
