@@ -214,9 +214,7 @@ async fn host(f: Arc<Fetcher>, r: Arc<Release>, reads: Arc<Vec<Read>>, t0: Insta
         let own = pieces_of(&r, (e, off, len));
         let claim = f.claim(own.clone());
         let access = ra.on_read(e as u64, off, len);
-        if access.paged || access.first {
-            f.fetch_paged(e, access.paged);
-        }
+        f.fetch_paged(e, access);
         let window = access.window;
         if window > 0 {
             let end = (off + len + window).min(r.entries[e].length);

@@ -51,12 +51,17 @@ impl Readahead {
     /// Records a read of `len` bytes at `offset`.
     pub fn on_read(&self, ino: Ino, offset: u64, len: u64) -> Access {
         let mut files = self.files.lock().expect("not poisoned");
-        let first = !files.contains_key(&ino);
-        let s = files.entry(ino).or_insert(Stream {
-            end: 0,
-            window: 0,
-            jumped: false,
-        });
+        let (s, first) = match files.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(o) => (o.into_mut(), false),
+            std::collections::hash_map::Entry::Vacant(v) => (
+                v.insert(Stream {
+                    end: 0,
+                    window: 0,
+                    jumped: false,
+                }),
+                true,
+            ),
+        };
         let sequential = offset == 0 || (offset <= s.end + SLACK && offset + SLACK >= s.end);
         let paged = !sequential && !std::mem::replace(&mut s.jumped, true);
         s.window = match (sequential, s.window) {

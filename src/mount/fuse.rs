@@ -400,9 +400,7 @@ impl Filesystem for SwarmFs {
         // A sequential reader's next pieces are asked for now, hit or miss; a file read
         // in pages is fetched whole soon.
         let access = self.readahead.on_read(ino.0, plan.offset, plan.len);
-        if access.paged || access.first {
-            self.fetcher.fetch_paged(plan.entry, access.paged);
-        }
+        self.fetcher.fetch_paged(plan.entry, access);
         let window = access.window;
         if window > 0 {
             let ahead = self

@@ -359,10 +359,11 @@ impl Fetcher {
         }
     }
 
-    /// Entry `entry` is read in pages (a jump in it, [`crate::fs::readahead::Access`]):
-    /// its pieces go ahead of the rest of the background ([`picker`], 6).
-    pub fn fetch_paged(&self, entry: usize, jumped: bool) {
-        if self.picker.paged(&self.release, entry, jumped) {
+    /// What a read of entry `entry` said of its file ([`crate::fs::readahead::Access`]):
+    /// a file read in pages (a read jumped in it), or just opened, goes ahead of the rest
+    /// of the background ([`picker`], 2). Nothing for any other read.
+    pub fn fetch_paged(&self, entry: usize, access: crate::fs::readahead::Access) {
+        if (access.paged || access.first) && self.picker.paged(&self.release, entry, access.paged) {
             self.wake_requesters();
         }
     }

@@ -334,10 +334,9 @@ impl Picker {
             return false;
         }
         // All here already (a warm cache): nothing to reorder.
-        let pl = release.piece_length;
         if self
             .pieces
-            .first_missing(e.offset / pl..(e.offset + e.length).div_ceil(pl))
+            .first_missing(entry_pieces(e, release.piece_length))
             .is_none()
         {
             return false;
@@ -719,6 +718,11 @@ struct Exchange {
     received: OnceLock<(IpAddr, Vec<u32>)>,
 }
 
+/// The pieces that hold bytes of `e`.
+fn entry_pieces(e: &crate::release::Entry, piece_length: u64) -> std::ops::Range<u64> {
+    e.offset / piece_length..(e.offset + e.length).div_ceil(piece_length)
+}
+
 fn sorted(pieces: &[u32]) -> Vec<u32> {
     let mut b = pieces.to_vec();
     b.sort_unstable();
@@ -773,7 +777,7 @@ pub fn background_order(
     files.sort_by_key(|e| e.length);
     let mut paged_tiers: Vec<Vec<u32>> = Vec::new();
     for e in files.into_iter().filter(|e| e.length > 0) {
-        let mut tier: Vec<u32> = (e.offset / pl..(e.offset + e.length).div_ceil(pl))
+        let mut tier: Vec<u32> = entry_pieces(e, pl)
             .map(|p| p as u32)
             // (its head, and a piece it shares with a small file, stay in the start-up
             // class)

@@ -531,6 +531,10 @@ impl TorrentStateLive {
                 }
                 continue;
             };
+            // swarmfs patch: a request the peer cancelled while it queued here is not sent.
+            if uploads.take_cancel(ci.piece_index.get(), ci.offset) {
+                continue;
+            }
             uploads.in_writer.fetch_add(1, Ordering::Relaxed);
             let slot = {
                 let (uploads, released) = (uploads.clone(), released.clone());
@@ -539,10 +543,6 @@ impl TorrentStateLive {
                     released.notify_one();
                 })
             };
-            // swarmfs patch: a request the peer cancelled while it queued here is not sent.
-            if uploads.take_cancel(ci.piece_index.get(), ci.offset) {
-                continue;
-            }
             tokio::select! {
                 _ = tx.closed() => {
                     continue;
@@ -3026,7 +3026,7 @@ struct PeerUploads {
 
 /// swarmfs patch: the order in which queued chunks go out: pieces readers wait on, then
 /// read-ahead, then the rest; each class in the order asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy)]
 enum UploadClass {
     Wait,
     Soon,
