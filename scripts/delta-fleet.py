@@ -212,7 +212,8 @@ def main():
                        "--summary-interval=0", "--download-result=hide", "--stop=600",
                        f"--bt-tracker={TRACKER}"]
             runs[i] = subprocess.Popen(ns(f"h{i}", *cmd), stdout=subprocess.DEVNULL, stderr=log,
-                                       env={**os.environ, "RUST_LOG": "swarmfs=info",
+                                       env={**os.environ,
+                                            "RUST_LOG": os.environ.get("RUST_LOG", "swarmfs=info"),
                                             "DONE_FILE": os.path.join(h, "done")})
             procs.append(runs[i])
 

@@ -156,6 +156,9 @@ impl Seeder {
                     keep_alive_interval: Some(KEEP_ALIVE),
                     ..Default::default()
                 }),
+                // The origin sends a piece's first copies before its repeats, and a
+                // repeat only once the fleet had time to pass the last copy on.
+                repeat_hold: Some(picker::repeat_hold(opts.upload_limit_bps)),
                 ..Default::default()
             };
             let torrent = add_release(&session, &release, add_opts).await?;

@@ -154,6 +154,21 @@ fn slowdown(download_limit: Option<std::num::NonZeroU32>) -> u32 {
     })
 }
 
+/// An origin (`swarmfs seed`) sends a piece's first chunk to a second host only this long
+/// after it last did, unless a reader there waits on the piece: the hosts that got a copy
+/// pass it on meanwhile, and a host that asked the origin too takes the piece from them
+/// and cancels. Without it, hosts that asked the origin for the same piece before any of
+/// them had it were each sent a copy (a first release, 32 hosts, 64 MB, 50 Mbit/s: the
+/// origin sent 3.7 copies; docs/experiments.md). Longer at a limited uplink, in
+/// proportion ([`slowdown`]) up to ten times: a host none of whose peers got the piece
+/// waits that long for it.
+pub const REPEAT_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// [`REPEAT_HOLD`] at an uplink limited to `upload_limit` bytes/s.
+pub fn repeat_hold(upload_limit: Option<std::num::NonZeroU32>) -> std::time::Duration {
+    REPEAT_HOLD * slowdown(upload_limit).min(10)
+}
+
 pub struct Picker {
     /// Pieces readers wait on, in the order the reads came, with how many wait on each
     /// and since when.

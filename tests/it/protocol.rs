@@ -210,3 +210,69 @@ fn a_seeder_sends_first_the_piece_a_reader_waits_on() {
         "{before} of {background} background chunks were sent before the waited-on piece"
     );
 }
+
+/// The origin sends a piece's first copies before its repeats, and holds a repeat back
+/// for a while after the last copy began (`swarm::picker::REPEAT_HOLD`, ten times as
+/// long at this seeder's limited uplink): the hosts that got a copy pass it on meanwhile,
+/// and a host that asked the origin too takes it from them and cancels. Without the
+/// hold, every host that asked the origin for a piece before any host had it was sent a
+/// copy.
+#[test]
+fn a_seeder_holds_back_a_repeat_until_the_swarm_could_pass_the_first_copy_on() {
+    let t = tempfile::tempdir().unwrap();
+    let (rel, port, _seed) = slow_seed(t.path());
+    let per_piece = rel.piece_length / CHUNK;
+    let piece_of = |body: &[u8]| u32::from_be_bytes(body[..4].try_into().unwrap()) as u64;
+    let ask = |c: &mut TcpStream, id: u8, piece: u64| {
+        for k in piece * per_piece..(piece + 1) * per_piece {
+            send(c, id, &chunk(k, rel.piece_length));
+        }
+    };
+
+    // One host gets piece 0.
+    let (mut x, _) = join(port, &rel, b"-CN0001-firstcopy000", false);
+    ask(&mut x, 6, 0);
+    let mut got = 0;
+    while got < per_piece {
+        let (id, body) = recv(&mut x);
+        if id == 7 {
+            assert_eq!(piece_of(&body), 0);
+            got += 1;
+        }
+    }
+    let first_copy = std::time::Instant::now();
+    keep_alive(&x);
+
+    // Another asks for it too, and cancels once a peer passed it on.
+    let (mut y, _) = join(port, &rel, b"-CN0001-repeatrepeat", false);
+    keep_alive(&y);
+    ask(&mut y, 6, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    ask(&mut y, 8, 0);
+    // A piece nobody has goes out at once; piece 0, asked for again, only after the hold.
+    ask(&mut y, 6, 1);
+    ask(&mut y, 6, 0);
+    let mut order = Vec::new();
+    while order.iter().filter(|&&p| p == 0).count() < per_piece as usize {
+        let (id, body) = recv(&mut y);
+        if id == 7 {
+            order.push(piece_of(&body));
+        }
+    }
+    let repeat_after = first_copy.elapsed();
+    eprintln!("chunks by piece, in the order they came: {order:?}; the repeat came {repeat_after:?} after the first copy");
+    assert_eq!(
+        order[..per_piece as usize],
+        vec![1; per_piece as usize][..],
+        "a repeat went out before a first copy (or the cancelled request was served)"
+    );
+    assert_eq!(
+        order.len(),
+        2 * per_piece as usize,
+        "chunks sent twice: {order:?}"
+    );
+    assert!(
+        repeat_after >= Duration::from_secs(5),
+        "the repeat came {repeat_after:?} after the first copy"
+    );
+}

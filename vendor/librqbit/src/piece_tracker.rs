@@ -105,8 +105,12 @@ where
     /// nothing else: a requester busy with a background piece looks for one a reader
     /// waits on or will read next.
     pub only_priority: bool,
-    /// swarmfs patch: the live peers that have every piece (the origin).
+    /// swarmfs patch: the live peers that have every piece (the origin), while readers
+    /// wait (for the take-over of their pieces); empty otherwise.
     pub seeders: &'a [PeerHandle],
+    /// swarmfs patch: the live peers that have every piece, always: a piece in flight
+    /// from one of them is taken over by a peer that has it (`take_from_seeder`).
+    pub all_seeders: &'a [PeerHandle],
     /// swarmfs patch: the peer's bitfield, when known: a peer with none of the queued
     /// pieces is told so without a scan of the order.
     pub peer_bitfield: Option<&'a crate::type_aliases::BF>,
@@ -287,6 +291,9 @@ impl PieceTracker {
             info.helpers.retain(|h| *h != req.peer);
             return AcquireResult::Stolen { piece, from_peer };
         }
+        if let Some(result) = self.take_from_seeder(&req) {
+            return result;
+        }
         // swarmfs patch: the fewest peers that can have a piece this peer has: itself and
         // every seeder. A piece that rare ends a scan for the rarest: none can be rarer
         // (the scans used to run to the end of the order, almost always: a fleet's hosts
@@ -433,6 +440,43 @@ impl PieceTracker {
             },
         );
         AcquireResult::Reserved(piece)
+    }
+
+    /// swarmfs patch: a piece in flight from a seeder (the origin) that this peer, not a
+    /// seeder, has is taken over while none of its chunks has arrived, the oldest first;
+    /// the seeder's requests for it are then cancelled (`on_steal`). Once a chunk came,
+    /// the rest is on its way (a takeover then cost the origin's bytes in flight). A host asks the origin for a piece only when none of
+    /// its peers has it; when one gets it meanwhile (from the origin, asked by a host
+    /// that did not hear of this one's fetch), the origin need not send it again: its
+    /// uplink carries every first copy of the fleet. A piece fetched from one peer only
+    /// (after a failed hash check) stays where it is.
+    fn take_from_seeder<I, P, S>(&mut self, req: &AcquireRequest<I, P, S>) -> Option<AcquireResult>
+    where
+        I: Iterator<Item = ValidPieceIndex>,
+        P: Fn(ValidPieceIndex) -> bool,
+        S: Fn(ValidPieceIndex) -> bool,
+    {
+        if req.only_priority || req.peer_is_seeder || req.all_seeders.is_empty() {
+            return None;
+        }
+        let (piece, _) = self
+            .inflight
+            .iter()
+            .filter(|(p, info)| {
+                req.all_seeders.contains(&info.peer)
+                    && (req.peer_has_piece)(**p)
+                    && !self.single_source.contains(*p)
+            })
+            .map(|(p, info)| (*p, info.started))
+            .min_by_key(|(_, started)| *started)?;
+        if !(req.can_steal)(piece) {
+            return None;
+        }
+        let info = self.inflight.get_mut(&piece)?;
+        let from_peer = std::mem::replace(&mut info.peer, req.peer);
+        info.started = Instant::now();
+        info.helpers.retain(|h| *h != req.peer);
+        Some(AcquireResult::Stolen { piece, from_peer })
     }
 
     /// Try to steal a piece from a slower peer.
@@ -715,6 +759,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         });
 
         // Should reserve piece 0 (first in queue)
@@ -726,6 +771,59 @@ mod tests {
             }
             _ => panic!("Expected Reserved, got {:?}", result),
         }
+    }
+
+    #[test]
+    fn a_piece_in_flight_from_the_seeder_is_taken_over_by_a_peer_that_has_it() {
+        // swarmfs patch: piece 2 is in flight from the seeder (peer 9); a peer with piece
+        // 2 takes it over, a peer without it reserves another piece, and a seeder does
+        // not take it.
+        let chunks = make_test_chunk_tracker(5);
+        let mut tracker = PieceTracker::new(chunks);
+        let file_infos = make_test_file_infos(5);
+        let file_priorities = make_default_file_priorities(&file_infos);
+        let seeders = [peer(9)];
+        let piece2 = tracker.chunks.get_lengths().validate_piece_index(2).unwrap();
+        assert!(matches!(
+            tracker.reserve_piece(piece2, peer(9)),
+            AcquireResult::Reserved(p) if p == piece2
+        ));
+        let mut ask = |who: PeerHandle, has: u32, is_seeder: bool| {
+            tracker.acquire_piece(AcquireRequest {
+                peer: who,
+                peer_avg_time: None,
+                priority_pieces: std::iter::empty(),
+                file_priorities: &file_priorities,
+                file_infos: &file_infos,
+                peer_has_piece: |p| p.get() == has,
+                can_steal: |_| true,
+                background_order: None,
+                availability: &[],
+                soon: &[],
+                peer_is_seeder: is_seeder,
+                live_seeders: 1,
+                priority_steal_after: None,
+                background_allowed: true,
+                tiers_while_held_back: 0,
+                may_ask_seeder: &|_| true,
+                fetching_elsewhere: &|_| false,
+                only_priority: false,
+                peer_bitfield: None,
+                seeders: &[],
+                all_seeders: &seeders,
+            })
+        };
+        assert!(matches!(ask(peer(2), 3, false), AcquireResult::Reserved(p) if p.get() == 3));
+        assert!(matches!(ask(peer(8), 2, true), AcquireResult::NoneAvailable));
+        match ask(peer(1), 2, false) {
+            AcquireResult::Stolen { piece, from_peer } => {
+                assert_eq!(piece.get(), 2);
+                assert_eq!(from_peer, peer(9));
+            }
+            r => panic!("expected the take-over of piece 2, got {r:?}"),
+        }
+        // Taken over once: another peer that has it finds nothing more to take.
+        assert!(matches!(ask(peer(3), 2, false), AcquireResult::NoneAvailable));
     }
 
     #[test]
@@ -760,6 +858,7 @@ mod tests {
                 only_priority: false,
                 peer_bitfield: None,
                 seeders: &[],
+                all_seeders: &[],
             })
         };
         match ask(true) {
@@ -806,6 +905,7 @@ mod tests {
                 only_priority: false,
                 peer_bitfield: None,
                 seeders: &[],
+                all_seeders: &[],
             }) {
                 AcquireResult::Reserved(piece) => {
                     tracker.take_inflight(piece);
@@ -866,6 +966,7 @@ mod tests {
                 only_priority: false,
                 peer_bitfield: bitfield,
                 seeders: &[],
+                all_seeders: &[],
             })
         };
         let reserved = |r: AcquireResult| match r {
@@ -935,6 +1036,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         });
 
         match result {
@@ -976,6 +1078,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         });
 
         let piece = match result {
@@ -1022,6 +1125,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         });
 
         let piece = match result {
@@ -1063,6 +1167,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         });
 
         match result2 {
@@ -1105,6 +1210,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -1130,6 +1236,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -1157,6 +1264,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         }) {
             AcquireResult::Reserved(p) => p,
             _ => panic!("Expected Reserved"),
@@ -1209,6 +1317,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         });
         tracker.acquire_piece(AcquireRequest {
             peer: peer(1),
@@ -1231,6 +1340,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         });
 
         assert_eq!(tracker.inflight_count(), 2);
@@ -1261,6 +1371,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         });
 
         // Should get piece 0 again (was requeued)
@@ -1312,6 +1423,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         });
 
         // Should get piece 3 (first priority piece)
@@ -1351,6 +1463,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         });
 
         match result {
@@ -1412,6 +1525,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         }) {
             AcquireResult::Reserved(p) => {
                 assert_eq!(p.get(), 0);
@@ -1441,6 +1555,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         }) {
             AcquireResult::Reserved(p) => {
                 assert_eq!(p.get(), 4);
@@ -1476,6 +1591,7 @@ mod tests {
             only_priority: false,
             peer_bitfield: None,
             seeders: &[],
+            all_seeders: &[],
         });
 
         // Should steal piece 4 (which peer B has), NOT piece 0 (which peer B doesn't have)
@@ -1522,6 +1638,7 @@ mod tests {
                 only_priority: true,
                 peer_bitfield: None,
                 seeders,
+                all_seeders: seeders,
             })
         };
         assert!(matches!(ask(&mut tracker, host(1), &[]), AcquireResult::Reserved(p) if p == piece));
@@ -1571,6 +1688,7 @@ mod tests {
                 only_priority: true,
                 peer_bitfield: None,
                 seeders: &seeders,
+                all_seeders: &seeders,
             })
         };
         assert!(matches!(req(host(9)), AcquireResult::Reserved(p) if p == piece0));

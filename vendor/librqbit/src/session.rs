@@ -304,6 +304,13 @@ pub struct AddTorrentOptions {
     /// swarmfs patch: the application decides which pieces are requested first.
     #[serde(skip)]
     pub piece_picker: Option<Arc<dyn crate::piece_picker::PiecePicker>>,
+
+    /// swarmfs patch: an origin's uploads: a piece's first chunk goes to a second peer
+    /// only this long after it went to the last one (pieces a reader waits on excepted),
+    /// so that the swarm can pass the first copy on and the repeat be cancelled. `None`:
+    /// every request is served as soon as its turn comes.
+    #[serde(skip)]
+    pub repeat_hold: Option<Duration>,
 }
 
 pub struct ListOnlyResponse {
@@ -1410,6 +1417,7 @@ impl Session {
                     #[cfg(feature = "disable-upload")]
                     _disable_upload: self._disable_upload,
                     piece_picker: opts.piece_picker.clone(),
+                    repeat_hold: opts.repeat_hold,
                 },
                 connector: self.connector.clone(),
                 session: Arc::downgrade(self),

@@ -123,6 +123,8 @@ pub(crate) struct ManagedTorrentOptions {
     #[cfg(feature = "disable-upload")]
     pub _disable_upload: bool,
     pub piece_picker: Option<std::sync::Arc<dyn crate::piece_picker::PiecePicker>>,
+    /// swarmfs patch: see `AddTorrentOptions::repeat_hold`.
+    pub repeat_hold: Option<Duration>,
 }
 
 impl ManagedTorrentOptions {

@@ -506,7 +506,7 @@ impl TorrentStateLive {
         // swarmfs patch: chunks wait here, not in the writers, and go out by class, at
         // most `UPLOAD_SLOTS` per peer in its writer (`UploadQueue`).
         let released = Arc::new(Notify::new());
-        let mut queue = UploadQueue::default();
+        let mut queue = UploadQueue::new(self.shared.options.repeat_hold);
         let mut open = true;
         loop {
             while open {
@@ -522,12 +522,15 @@ impl TorrentStateLive {
                 }
                 // Wait for a chunk asked for, or a writer's slot back. `notify_one` keeps
                 // a release that came before this wait.
+                // Or for a repeat held back to become ready.
+                let wake = queue.wake;
                 tokio::select! {
                     item = rx.recv(), if open => match item {
                         Some(item) => queue.push(item),
                         None => open = false,
                     },
                     _ = released.notified() => {}
+                    _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now).into()), if wake.is_some() => {}
                 }
                 continue;
             };
@@ -535,6 +538,7 @@ impl TorrentStateLive {
             if uploads.take_cancel(ci.piece_index.get(), ci.offset) {
                 continue;
             }
+            queue.sent(&ci, &tx, &uploads, self.lengths.piece_length(ci.piece_index));
             uploads.in_writer.fetch_add(1, Ordering::Relaxed);
             let slot = {
                 let (uploads, released) = (uploads.clone(), released.clone());
@@ -1846,6 +1850,10 @@ impl PeerHandler {
             Some(sets) if self.readers_wait() => &sets.seeders,
             _ => &[],
         };
+        let all_seeders: &[PeerHandle] = match &sets {
+            Some(sets) => &sets.seeders,
+            None => &[],
+        };
 
         let result = self
             .state
@@ -1895,6 +1903,7 @@ impl PeerHandler {
                     fetching_elsewhere: &fetching_elsewhere,
                     only_priority,
                     seeders,
+                    all_seeders,
                     peer_bitfield: Some(bf),
                     priority_pieces: urgent
                         .iter()
@@ -1944,10 +1953,15 @@ impl PeerHandler {
                     }
                     AcquireResult::Stolen { piece, from_peer } => {
                         debug!("stole piece {} from {}", piece, from_peer);
+                        if all_seeders.contains(&from_peer) {
+                            debug!(target: "swarmfs::piece", piece = piece.get(), peer = %self.addr, seeder = %from_peer, "piece taken from seeder");
+                        }
                         // Store steal info to process after releasing peer lock to avoid deadlock
                         steal_info = Some((from_peer, piece));
                         let ask = if urgent.contains(&piece.get()) {
                             Ask::TakeOver
+                        } else if soon.contains(&piece.get()) {
+                            Ask::Soon
                         } else {
                             Ask::Whole
                         };
@@ -3022,6 +3036,9 @@ struct PeerUploads {
     asked: Mutex<HashMap<u32, (UploadClass, Instant)>>,
     /// Chunks handed to this peer's writer and not yet written.
     in_writer: AtomicUsize,
+    /// Pieces whose chunks are going out to this peer, the last not yet (the upload
+    /// scheduler's task only).
+    begun: Mutex<HashSet<u32>>,
 }
 
 /// swarmfs patch: the order in which queued chunks go out: pieces readers wait on, then
@@ -3090,17 +3107,40 @@ impl PeerUploads {
 /// writes.
 const UPLOAD_SLOTS: usize = 2;
 
-/// swarmfs patch: the upload scheduler's queue, by class (`UploadClass`), each in the
-/// order asked. A chunk goes to its peer's writer only while that writer holds fewer
-/// than `UPLOAD_SLOTS`: a peer that takes its chunks slowly holds back only its own.
+/// swarmfs patch: the upload scheduler's queue, by class (`UploadClass`); pieces readers
+/// wait on in the order asked, the others first copies before repeats. A chunk goes to
+/// its peer's writer only while that writer holds fewer than `UPLOAD_SLOTS`: a peer that
+/// takes its chunks slowly holds back only its own.
 #[derive(Default)]
 struct UploadQueue {
     wait: VecDeque<UploadItem>,
     soon: VecDeque<UploadItem>,
     rest: VecDeque<UploadItem>,
+    /// Per piece, how many copies began (a peer's first chunk of it went out), when the
+    /// last did, and to whom.
+    copies: Vec<PieceCopies>,
+    /// An origin's hold on repeats (`AddTorrentOptions::repeat_hold`).
+    hold: Option<Duration>,
+    /// When the first repeat held back becomes ready (set by `pop_ready` when it finds
+    /// none ready).
+    wake: Option<Instant>,
+}
+
+/// swarmfs patch: how often a piece went out from here (`UploadQueue`).
+#[derive(Default, Clone)]
+struct PieceCopies {
+    begun: u16,
+    last: Option<(Instant, tokio::sync::mpsc::UnboundedSender<WriterRequest>)>,
 }
 
 impl UploadQueue {
+    fn new(hold: Option<Duration>) -> Self {
+        Self {
+            hold,
+            ..Default::default()
+        }
+    }
+
     fn push(&mut self, item: UploadItem) {
         match item.2.class(item.1.piece_index.get()) {
             UploadClass::Wait => self.wait.push_back(item),
@@ -3109,20 +3149,115 @@ impl UploadQueue {
         }
     }
 
-    /// The first chunk by class whose peer has fewer than `per_peer` chunks in its
-    /// writer; chunks of peers gone are dropped on the way.
+    /// The next chunk to send: of those whose peer has fewer than `per_peer` chunks in
+    /// its writer, the first a reader waits on; else, read-ahead before the rest, the
+    /// chunk of the piece with the fewest copies begun (the rest of a piece under way
+    /// counts one copy fewer), the first asked among equals. Chunks of peers gone are
+    /// dropped on the way.
+    ///
+    /// First copies before repeats: a seeder's uplink (the origin's) is the fleet's
+    /// scarcest link, and a piece it sends twice is a piece it does not send once. A
+    /// repeat waits while pieces nobody got from here are asked for, and with a `hold`
+    /// (an origin) until the last copy began that long ago, unless the peer it went to
+    /// is gone: meanwhile its requester gets the piece from that peer (or one it passed
+    /// it to) and cancels (`take_from_seeder`).
     fn pop_ready(&mut self, per_peer: usize) -> Option<UploadItem> {
         let ready = |item: &UploadItem| {
             item.0.is_closed() || item.2.in_writer.load(Ordering::Relaxed) < per_peer
         };
+        self.wake = None;
         loop {
-            let item = [&mut self.wait, &mut self.soon, &mut self.rest]
-                .into_iter()
-                .find_map(|q| q.iter().position(ready).and_then(|i| q.remove(i)))?;
+            if let Some(i) = self.wait.iter().position(ready) {
+                let item = self.wait.remove(i)?;
+                if item.0.is_closed() {
+                    continue;
+                }
+                return Some(item);
+            }
+            let now = Instant::now();
+            let (copies, hold, wake) = (&self.copies, self.hold, &mut self.wake);
+            // The rank of a chunk, or None while it is held (then `wake` says until when).
+            let mut rank = |item: &UploadItem| -> Option<u16> {
+                let piece = item.1.piece_index.get();
+                let Some(c) = copies.get(piece as usize) else {
+                    return Some(0);
+                };
+                if item.1.offset > 0 && item.2.begun.lock().contains(&piece) {
+                    return Some(c.begun.saturating_sub(1));
+                }
+                if let (Some(hold), Some((at, to))) = (hold, &c.last)
+                    && !item.0.is_closed()
+                    && !to.is_closed()
+                    && !to.same_channel(&item.0)
+                {
+                    let until = *at + hold;
+                    if until > now {
+                        *wake = Some(wake.map_or(until, |w| w.min(until)));
+                        return None;
+                    }
+                }
+                Some(c.begun)
+            };
+            let mut found = None;
+            for q in [&mut self.soon, &mut self.rest] {
+                let mut best: Option<(u16, usize)> = None;
+                for (i, item) in q.iter().enumerate() {
+                    if !ready(item) {
+                        continue;
+                    }
+                    let Some(r) = rank(item) else {
+                        continue;
+                    };
+                    if best.is_none_or(|(b, _)| r < b) {
+                        best = Some((r, i));
+                        if r == 0 {
+                            break;
+                        }
+                    }
+                }
+                if let Some((_, i)) = best {
+                    found = q.remove(i);
+                    break;
+                }
+            }
+            let item = found?;
             if !item.0.is_closed() {
+                self.wake = None;
                 return Some(item);
             }
         }
+    }
+
+    /// Counts a chunk sent to a peer (its writer `to`): the first of a piece to a peer
+    /// begins a copy, the piece's last ends it.
+    fn sent(
+        &mut self,
+        chunk: &ChunkInfo,
+        to: &tokio::sync::mpsc::UnboundedSender<WriterRequest>,
+        peer: &PeerUploads,
+        piece_length: u32,
+    ) {
+        let piece = chunk.piece_index.get();
+        let last_chunk = chunk.offset + chunk.size >= piece_length;
+        let mut begun = peer.begun.lock();
+        let new_copy = if last_chunk {
+            !begun.remove(&piece)
+        } else {
+            if begun.len() >= PeerUploads::MAX {
+                begun.clear();
+            }
+            begun.insert(piece)
+        };
+        if !new_copy {
+            return;
+        }
+        let i = piece as usize;
+        if self.copies.len() <= i {
+            self.copies.resize(i + 1, PieceCopies::default());
+        }
+        let c = &mut self.copies[i];
+        c.begun = c.begun.saturating_add(1);
+        c.last = Some((Instant::now(), to.clone()));
     }
 
     fn is_empty(&self) -> bool {
