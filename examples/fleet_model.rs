@@ -13,7 +13,11 @@
 //! origin is known to the first `--max-peers` hosts to connect). The policy is swarmfs's
 //! picker's ([`swarmfs::swarm::picker`]): the boot set first (every host reads the same
 //! start-up pieces), each host in its own shuffled order; then the rarest of the pieces its
-//! peers offer, ties at random; a piece some peer has is never asked of the origin.
+//! peers offer, ties at random; a piece some peer has is never asked of the origin. The
+//! origin serves first copies before repeats and begins a repeat only `repeat_hold` after
+//! the piece's last copy began, and a host that gets from a peer a piece it asked the
+//! origin for cancels the request (`--repeat-hold 0`: the rules before, first come, first
+//! served, and nothing cancelled).
 //! Racks (`--rack 40`): a rack's uplink carries a quarter of its hosts' rate, each way;
 //! with `--locality`, half of a host's peers are in its rack (swarmfs prefers peers in
 //! its own subnet) and a piece is taken from a peer in the rack when one has it.
@@ -68,6 +72,11 @@ struct Policy {
     /// (`SEEDER_STAGGER`), at most `STAGGER_RANKS` places. The background takes no turns
     /// (`may_ask_seeder_in_background` outside a delta deploy).
     stagger: u32,
+    /// The origin's hold on repeats (`picker::repeat_hold`): it serves first copies
+    /// first and begins a repeat of a piece only this long after its last copy, while a
+    /// host that asked it for a piece takes it from a peer that has it and cancels. 0:
+    /// the rules before (first come, first served, no cancels).
+    repeat_hold: u32,
 }
 
 impl Policy {
@@ -82,6 +91,11 @@ impl Policy {
             hold_reads: slots(pk::FETCHING_HOLDS_READS),
             hold_background: slots(pk::FETCHING_HOLDS),
             stagger: slots(pk::SEEDER_STAGGER),
+            // The seed's hold is its own (at most ten times the unlimited one).
+            repeat_hold: (pk::repeat_hold(std::num::NonZeroU32::new(rate_bytes as u32))
+                .as_secs_f64()
+                / slot_s)
+                .ceil() as u32,
         }
     }
 }
@@ -198,6 +212,8 @@ fn simulate(s: &Shape) -> Outcome {
     // The origin's queue of requests (host, piece), served first come first served, and
     // what each host has asked of it; who said it is fetching a piece from it, and when.
     let mut origin_q: std::collections::VecDeque<(u32, u32)> = Default::default();
+    // Per piece, the origin's copies begun and the slot of the last.
+    let mut copies = vec![(0u32, 0u32); m];
     let mut asked = vec![0usize; n];
     let mut requested = vec![0u64; n * words];
     let mut fetchers: Vec<Vec<(u32, u32)>> = vec![Vec::new(); m];
@@ -216,12 +232,30 @@ fn simulate(s: &Shape) -> Outcome {
         sent.iter_mut().for_each(|x| *x = false);
         rack_up.iter_mut().for_each(|x| *x = 0);
         rack_down.iter_mut().for_each(|x| *x = 0);
-        // The origin sends what it was asked first (a piece the host has meanwhile had
-        // from a peer is sent all the same: librqbit does not act on cancels).
+        // The origin. Without a hold: what it was asked first (a piece the host has
+        // meanwhile had from a peer is sent all the same). With one: requests cancelled
+        // are dropped, first copies go before repeats, and a repeat waits until the last
+        // copy of its piece began `repeat_hold` slots ago.
         for _ in 0..s.origin_rate {
-            let Some((h, p)) = origin_q.pop_front() else {
+            let hold = s.policy.repeat_hold;
+            let next = if hold == 0 {
+                origin_q.pop_front()
+            } else {
+                origin_q.retain(|&(h, p)| {
+                    requested[h as usize * words + p as usize / 64] >> (p % 64) & 1 == 1
+                });
+                let first = origin_q.iter().position(|&(_, p)| copies[p as usize].0 == 0);
+                let i = first.or_else(|| {
+                    origin_q
+                        .iter()
+                        .position(|&(_, p)| slot - copies[p as usize].1 >= hold)
+                });
+                i.and_then(|i| origin_q.remove(i))
+            };
+            let Some((h, p)) = next else {
                 break;
             };
+            copies[p as usize] = (copies[p as usize].0 + 1, slot);
             out.origin_pieces += 1;
             arrivals.push((h, p, true));
         }
@@ -247,7 +281,8 @@ fn simulate(s: &Shape) -> Outcome {
                 if booting && p >= s.boot {
                     break;
                 }
-                if requested[h * words + p / 64] >> (p % 64) & 1 == 1 {
+                let on_its_way = requested[h * words + p / 64] >> (p % 64) & 1 == 1;
+                if on_its_way && s.policy.repeat_hold == 0 {
                     continue; // on its way from the origin
                 }
                 if best.is_some_and(|(c, _, _)| c <= count[p]) {
@@ -286,6 +321,7 @@ fn simulate(s: &Shape) -> Outcome {
                 // The origin only for a piece no peer of this host has or fetches from
                 // it, within the host's window, in its turn.
                 if src.is_none()
+                    && !on_its_way
                     && ask_origin.is_none()
                     && knows_origin[h]
                     && asked[h] < s.policy.window
@@ -329,6 +365,12 @@ fn simulate(s: &Shape) -> Outcome {
             }
             let Some((_, i, src)) = best else { continue };
             let p = missing[h].remove(i);
+            // Taken from a peer while asked of the origin: the request is cancelled.
+            let bit = 1u64 << (p % 64);
+            if requested[h * words + p as usize / 64] & bit != 0 {
+                requested[h * words + p as usize / 64] &= !bit;
+                asked[h] -= 1;
+            }
             {
                 let o = src as usize;
                 sent[o] = true;
@@ -343,7 +385,7 @@ fn simulate(s: &Shape) -> Outcome {
         for (h, p, from_origin) in arrivals.drain(..) {
             let (h, p) = (h as usize, p as usize);
             let bit = 1u64 << (p % 64);
-            if from_origin {
+            if from_origin && requested[h * words + p / 64] & bit != 0 {
                 requested[h * words + p / 64] &= !bit;
                 asked[h] -= 1;
             }
@@ -492,6 +534,7 @@ fn main() -> anyhow::Result<()> {
     let mut origin_peers = usize::from(swarmfs::swarm::DEFAULT_MAX_PEERS);
     let mut profile = false;
     let mut origin_notices = false;
+    let mut repeat_hold = true;
     let mut sizes = vec![1000usize, 2600, 10_000, 100_000];
     let args: Vec<String> = std::env::args().skip(1).collect();
     for w in args.chunks(2) {
@@ -502,6 +545,7 @@ fn main() -> anyhow::Result<()> {
             ("--origin-max-peers", Some(n)) => origin_peers = n.parse()?,
             ("--profile", Some(n)) => profile = n != "0",
             ("--origin-notices", Some(n)) => origin_notices = n != "0",
+            ("--repeat-hold", Some(n)) => repeat_hold = n != "0",
             ("--hosts", Some(l)) => {
                 sizes = l.split(',').map(str::parse).collect::<Result<_, _>>()?
             }
@@ -509,7 +553,7 @@ fn main() -> anyhow::Result<()> {
                 eprintln!(
                     "usage: fleet_model [--calibrate MEASURED.jsonl] [--svg OUT.svg] \
                      [--max-peers N] [--origin-max-peers N] [--profile 0|1] [--origin-notices 0|1] \
-                     [--hosts N,N,...]"
+                     [--repeat-hold 0|1] [--hosts N,N,...]"
                 );
                 std::process::exit(2);
             }
@@ -518,7 +562,12 @@ fn main() -> anyhow::Result<()> {
     // Calibration against the measured fleets.
     let (eff, start) = match &calibrate_from {
         Some(path) => {
-            let runs = measured(path)?;
+            let mut runs = measured(path)?;
+            for r in &mut runs {
+                if !repeat_hold {
+                    r.shape.policy.repeat_hold = 0;
+                }
+            }
             let modelled: Vec<[f64; 3]> = runs.iter().map(|r| model_of(&r.shape).0).collect();
             let (eff, start) = calibrate(&runs, &modelled);
             println!(
@@ -552,7 +601,8 @@ fn main() -> anyhow::Result<()> {
     let boot_pieces = (8 << 20) / 262_144;
     println!(
         "\nmodel: 300 MB, 256 KiB pieces (1 MiB past 10,000 hosts), 100 Mbit/s, --max-peers {max_peers}, \
-         origin serves {origin_peers}, boot profile {profile}, origin notices {origin_notices}; \
+         origin serves {origin_peers}, boot profile {profile}, origin notices {origin_notices}, \
+         repeats held {repeat_hold}; \
          efficiency {eff:.2}, start-up {start:.1} s; F/r = {floor:.1} s"
     );
     println!(
@@ -588,7 +638,14 @@ fn main() -> anyhow::Result<()> {
                 locality: layout == 2,
                 profile,
                 origin_peers,
-                policy: Policy::of(piece * scale as f64, rate),
+                policy: Policy {
+                    repeat_hold: if repeat_hold {
+                        Policy::of(piece * scale as f64, rate).repeat_hold
+                    } else {
+                        0
+                    },
+                    ..Policy::of(piece * scale as f64, rate)
+                },
                 origin_notices,
                 seed: 7,
             };
