@@ -244,7 +244,9 @@ fn simulate(s: &Shape) -> Outcome {
                 origin_q.retain(|&(h, p)| {
                     requested[h as usize * words + p as usize / 64] >> (p % 64) & 1 == 1
                 });
-                let first = origin_q.iter().position(|&(_, p)| copies[p as usize].0 == 0);
+                let first = origin_q
+                    .iter()
+                    .position(|&(_, p)| copies[p as usize].0 == 0);
                 let i = first.or_else(|| {
                     origin_q
                         .iter()
