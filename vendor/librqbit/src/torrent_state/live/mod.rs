@@ -3158,9 +3158,10 @@ impl UploadQueue {
     /// First copies before repeats: a seeder's uplink (the origin's) is the fleet's
     /// scarcest link, and a piece it sends twice is a piece it does not send once. A
     /// repeat waits while pieces nobody got from here are asked for, and with a `hold`
-    /// (an origin) until the last copy began that long ago, unless the peer it went to
-    /// is gone: meanwhile its requester gets the piece from that peer (or one it passed
-    /// it to) and cancels (`take_from_seeder`).
+    /// (an origin) until the last copy began that long ago: meanwhile its requester gets
+    /// the piece from the peer the copy went to (or one it passed it to) and cancels
+    /// (`take_from_seeder`). Once that peer is gone a repeat ranks as a first copy (a
+    /// host mounting after another left keeps its own order: its boot profile first).
     fn pop_ready(&mut self, per_peer: usize) -> Option<UploadItem> {
         let ready = |item: &UploadItem| {
             item.0.is_closed() || item.2.in_writer.load(Ordering::Relaxed) < per_peer
@@ -3182,13 +3183,20 @@ impl UploadQueue {
                 let Some(c) = copies.get(piece as usize) else {
                     return Some(0);
                 };
+                // A repeat nobody connected could pass on (the last copy's peer is gone)
+                // ranks as a first copy: the requester's own order stands.
+                let Some((at, _)) = c
+                    .last
+                    .as_ref()
+                    .filter(|(_, to)| !to.is_closed() && !to.same_channel(&item.0))
+                else {
+                    return Some(0);
+                };
                 if item.1.offset > 0 && item.2.begun.lock().contains(&piece) {
                     return Some(c.begun.saturating_sub(1));
                 }
-                if let (Some(hold), Some((at, to))) = (hold, &c.last)
+                if let Some(hold) = hold
                     && !item.0.is_closed()
-                    && !to.is_closed()
-                    && !to.same_channel(&item.0)
                 {
                     let until = *at + hold;
                     if until > now {
