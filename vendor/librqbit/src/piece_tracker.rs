@@ -443,10 +443,10 @@ impl PieceTracker {
     }
 
     /// swarmfs patch: a piece in flight from a seeder (the origin) that this peer, not a
-    /// seeder, has is taken over while none of its chunks has arrived, the oldest first;
-    /// the seeder's requests for it are then cancelled (`on_steal`). Once a chunk came,
-    /// the rest is on its way (a takeover then cost the origin's bytes in flight). A host asks the origin for a piece only when none of
-    /// its peers has it; when one gets it meanwhile (from the origin, asked by a host
+    /// seeder, has is taken over, the oldest first; the seeder's requests for it are then
+    /// cancelled (`on_steal`), chunks already received or not (taking over only pieces
+    /// with none received measured worse: the repeats then completed, docs/experiments.md).
+    /// A host asks the origin for a piece only when none of its peers has it; when one gets it meanwhile (from the origin, asked by a host
     /// that did not hear of this one's fetch), the origin need not send it again: its
     /// uplink carries every first copy of the fleet. A piece fetched from one peer only
     /// (after a failed hash check) stays where it is.
