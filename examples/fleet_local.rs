@@ -49,6 +49,11 @@ struct Args {
     /// Small files in the sample (0: the sample's default). Each host keeps every cache
     /// file it wrote open: 256 hosts of the default 64 exhaust a 20,000-descriptor limit.
     small_files: usize,
+    /// Hosts per rack (0: one flat network). Rack `r`'s hosts are 127.1.r.x: a rack is a
+    /// /24, which `mount --local-net auto` takes as the neighbours.
+    rack_size: usize,
+    /// `mount --local-net` (auto, off); default: auto in racks, off when flat.
+    local_net: swarmfs::swarm::LocalNet,
 }
 
 fn args() -> Args {
@@ -62,7 +67,10 @@ fn args() -> Args {
         origin_max_peers: swarmfs::swarm::DEFAULT_MAX_PEERS.into(),
         piece_kb: 0,
         small_files: 0,
+        rack_size: 0,
+        local_net: swarmfs::swarm::LocalNet::Off,
     };
+    let mut local_net = None;
     let v: Vec<String> = std::env::args().skip(1).collect();
     for w in v.chunks(2) {
         let n = w.get(1).and_then(|s| s.parse().ok());
@@ -76,24 +84,48 @@ fn args() -> Args {
             ("--origin-max-peers", Some(n)) if n > 0 => a.origin_max_peers = n as usize,
             ("--piece-kb", Some(n)) => a.piece_kb = n,
             ("--small-files", Some(n)) => a.small_files = n as usize,
+            ("--rack-size", Some(n)) if n < 255 => a.rack_size = n as usize,
+            ("--local-net", _)
+                if w.len() == 2 && w[1].parse::<swarmfs::swarm::LocalNet>().is_ok() =>
+            {
+                local_net = w[1].parse().ok()
+            }
             _ => {
                 eprintln!(
                     "usage: fleet_local [--hosts N] [--size-mb MB] [--rate-mbit MBIT] [--profile 0|1] \
                      [--tracker 0|1] [--max-peers N] [--origin-max-peers N] [--piece-kb KB] \
-                     [--small-files N]"
+                     [--small-files N] [--rack-size N (< 255)] [--local-net auto|off|CIDR]"
                 );
                 std::process::exit(2);
             }
         }
     }
+    a.local_net = local_net.unwrap_or(if a.rack_size > 0 {
+        swarmfs::swarm::LocalNet::Auto
+    } else {
+        swarmfs::swarm::LocalNet::Off
+    });
     a
 }
 
 /// Host `h`'s own loopback address (Linux routes all of 127.0.0.0/8 to `lo`): peers tell
 /// hosts apart by address, as the picker's per-piece host order does.
-fn host_ip(h: usize) -> std::net::IpAddr {
+/// In racks (`rack_size` > 0), rack `r`'s hosts are 127.1.r.1, 127.1.r.2, ...
+fn host_ip(h: usize, rack_size: usize) -> std::net::IpAddr {
+    if rack_size > 0 {
+        let (r, i) = (h / rack_size, h % rack_size);
+        return std::net::Ipv4Addr::new(127, 1, r as u8, i as u8 + 1).into();
+    }
     let n = h as u32 + 1;
     std::net::Ipv4Addr::new(127, 1, (n >> 8) as u8, n as u8).into()
+}
+
+/// The rack of an address made by `host_ip` (the origin, 127.0.0.1, is in none).
+fn rack_of(ip: std::net::IpAddr) -> Option<u8> {
+    match ip {
+        std::net::IpAddr::V4(v4) if v4.octets()[1] == 1 => Some(v4.octets()[2]),
+        _ => None,
+    }
 }
 
 /// opentracker on 127.0.0.1, serving only `info_hash`; killed on drop.
@@ -258,6 +290,9 @@ async fn host(f: Arc<Fetcher>, r: Arc<Release>, reads: Arc<Vec<Read>>, t0: Insta
 
 /// The `q` quantile (nearest rank) of `v`.
 fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).unwrap());
     s[((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1]
@@ -362,6 +397,7 @@ async fn main() -> anyhow::Result<()> {
         announce_interval: Duration::from_secs(5),
         allow_peers: None,
         max_peers,
+        local_net: a.local_net.clone(),
     };
 
     let origin_addr = free_addr(std::net::Ipv4Addr::LOCALHOST.into());
@@ -373,7 +409,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     // Every host starts at t0, as the fleet benchmark's mounts do: joining the swarm is
     // part of a host's time, and no host prefetches before the others start.
-    let hosts: Vec<SocketAddr> = (0..a.hosts).map(|h| free_addr(host_ip(h))).collect();
+    let hosts: Vec<SocketAddr> = (0..a.hosts)
+        .map(|h| free_addr(host_ip(h, a.rack_size)))
+        .collect();
     let t0 = Instant::now();
     let tasks: Vec<_> = hosts
         .iter()
@@ -428,6 +466,23 @@ async fn main() -> anyhow::Result<()> {
         seen.len() as u64 * release.piece_length
     };
     let bps = (a.rate_mbit * 125_000) as f64;
+    // Racks: the bytes each rack's hosts received from outside it (its uplink's inbound
+    // side, the origin's bytes included), in release copies.
+    let mut rack_in: std::collections::BTreeMap<u8, f64> = Default::default();
+    let mut near_bytes = 0.0;
+    if a.rack_size > 0 {
+        for (h, (f, _)) in fetchers.iter().enumerate() {
+            let mine = rack_of(host_ip(h, a.rack_size));
+            for (peer, n) in f.downloaded_by_peer() {
+                if rack_of(peer.ip()) == mine {
+                    near_bytes += n as f64;
+                } else {
+                    *rack_in.entry(mine.unwrap_or(0)).or_default() += n as f64 / size;
+                }
+            }
+        }
+    }
+    let rack_in: Vec<f64> = rack_in.into_values().map(round).collect();
     let usage = swarmfs::mount::usage::usage();
     let line = serde_json::json!({
         "bench": "fleet_local",
@@ -440,6 +495,12 @@ async fn main() -> anyhow::Result<()> {
         "max_peers": a.max_peers,
         "origin_max_peers": a.origin_max_peers,
         "boot_profile": a.profile,
+        "rack_size": a.rack_size,
+        "local_net": format!("{:?}", a.local_net).to_lowercase(),
+        "rack_in_copies": rack_in,
+        "rack_in_copies_median": median(&rack_in),
+        "rack_in_copies_max": rack_in.iter().cloned().fold(0.0, f64::max),
+        "in_rack_share": round(near_bytes / received.iter().sum::<f64>().max(1.0)),
         "boot_reads": reads.len(),
         "boot_piece_bytes": boot_bytes,
         "boot_s": boot,

@@ -53,6 +53,14 @@ pub struct MountArgs {
     /// Download limit in bytes per second (e.g. 50M).
     #[arg(long, value_parser = super::parse_rate)]
     pub download_limit: Option<std::num::NonZeroU32>,
+    /// Which peers are neighbours (the same subnet or rack): a piece a neighbour has is
+    /// asked of neighbours, not of peers farther away (pieces a reader waits on go to
+    /// whoever has them), and neighbours are dialled first, so a piece crosses a rack's
+    /// uplink about once. `auto`: this host's /24 (IPv4) or /64 (IPv6); CIDRs such as
+    /// 10.2.3.0/26 where a rack is smaller or larger; `off`. `status` shows the bytes
+    /// received from neighbours.
+    #[arg(long, value_name = "auto|off|CIDR,...", default_value = "auto")]
+    pub local_net: swarm::LocalNet,
     /// Let users other than the mount's owner read the mount (FUSE `allow_other`).
     #[arg(long)]
     pub allow_other: bool,
@@ -112,6 +120,7 @@ impl MountArgs {
         let mut o = self.swarm.options();
         o.download_limit_bps = self.download_limit;
         o.max_peers = usize::from(self.swarm.max_peers.unwrap_or(swarm::MOUNT_MAX_PEERS));
+        o.local_net = self.local_net.clone();
         o
     }
 }

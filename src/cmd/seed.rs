@@ -98,6 +98,8 @@ impl SwarmArgs {
             announce_interval: self.announce_interval,
             allow_peers: self.allow_peers.clone(),
             max_peers: usize::from(self.max_peers.unwrap_or(crate::swarm::DEFAULT_MAX_PEERS)),
+            // A seed fetches nothing: it has no neighbours to prefer.
+            local_net: crate::swarm::LocalNet::Off,
         }
     }
 }

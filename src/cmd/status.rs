@@ -48,7 +48,7 @@ fn print(s: &Status, json: bool) {
         return;
     }
     println!(
-        "{}\t{} ({})\t{}/{} bytes ({:.0}%){}{}\tdownloaded {} reused {}{}\tpeers {}{}\tdown {:.1} MiB/s up {:.1} MiB/s\tuploaded {}\treads {} cached {} swarm\ttimeouts {} errors {} hash failures {}\tcpu {:.1} s rss {} MiB\tcache {}",
+        "{}\t{} ({})\t{}/{} bytes ({:.0}%){}{}\tdownloaded {}{} reused {}{}\tpeers {}{}\tdown {:.1} MiB/s up {:.1} MiB/s\tuploaded {}\treads {} cached {} swarm\ttimeouts {} errors {} hash failures {}\tcpu {:.1} s rss {} MiB\tcache {}",
         s.mountpoint.display(),
         s.name,
         s.infohash,
@@ -68,6 +68,10 @@ fn print(s: &Status, json: bool) {
             _ => String::new(),
         },
         s.downloaded_bytes,
+        match s.downloaded_near_bytes {
+            0 => String::new(),
+            n => format!(" ({n} from neighbours)"),
+        },
         s.reused_bytes,
         if s.reuse_running { " (rebuilding)" } else { "" },
         s.peers,

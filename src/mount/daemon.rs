@@ -270,6 +270,7 @@ pub fn serve(
     let usage = usage::usage();
     info!(
         downloaded_bytes = stats.downloaded_bytes,
+        from_neighbours_bytes = stats.downloaded_near_bytes,
         uploaded_bytes = stats.uploaded_bytes,
         cpu_seconds = format!("{:.2}", usage.cpu_seconds),
         cpu_seconds_per_gb =

@@ -52,6 +52,7 @@ pub fn update(s: &Status) {
         .absolute(s.peers_over_limit);
     counter!("swarmfs_bytes_on_demand_total").absolute(s.swarm_read_bytes);
     counter!("swarmfs_bytes_downloaded_total").absolute(s.downloaded_bytes);
+    counter!("swarmfs_bytes_downloaded_from_neighbours_total").absolute(s.downloaded_near_bytes);
     counter!("swarmfs_bytes_prefetched_total")
         .absolute(s.downloaded_bytes.saturating_sub(s.swarm_read_bytes));
     counter!("swarmfs_bytes_uploaded_total").absolute(s.uploaded_bytes);

@@ -45,6 +45,9 @@ pub struct Status {
     pub pieces_total: u64,
     pub complete: bool,
     pub downloaded_bytes: u64,
+    /// Of those, from neighbours (`mount --local-net`).
+    #[serde(default)]
+    pub downloaded_near_bytes: u64,
     pub uploaded_bytes: u64,
     pub peers: u32,
     /// Connections refused by `--allow-peers` (from other addresses), and addresses
@@ -151,6 +154,7 @@ impl MountInfo {
             pieces_total: pieces.total(),
             complete: pieces.complete(),
             downloaded_bytes: s.downloaded_bytes,
+            downloaded_near_bytes: s.downloaded_near_bytes,
             uploaded_bytes: s.uploaded_bytes,
             peers: s.live_peers,
             peers_refused_incoming: s.peers_refused_incoming,

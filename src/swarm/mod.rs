@@ -15,8 +15,10 @@
 
 mod allow;
 mod cache_storage;
+pub mod near;
 pub use allow::AllowPeers;
 pub use cache_storage::{disk_space, open_sized as open_cache_file};
+pub use near::{LocalNet, Neighbours};
 pub use picker::ProfileExchange;
 pub mod picker;
 mod storage;
@@ -58,6 +60,8 @@ pub struct SwarmOptions {
     pub allow_peers: Option<Arc<AllowPeers>>,
     /// Peers connected at once per release (`--max-peers`).
     pub max_peers: usize,
+    /// Which peers are neighbours, asked first for what they have (`mount --local-net`).
+    pub local_net: LocalNet,
 }
 
 /// `--max-peers`'s default for `seed` and `publish`: librqbit's own 128 makes a 256-host
@@ -107,6 +111,8 @@ pub enum SwarmError {
 pub struct SwarmStats {
     pub uploaded_bytes: u64,
     pub downloaded_bytes: u64,
+    /// Of those, from neighbours (`mount --local-net`).
+    pub downloaded_near_bytes: u64,
     pub download_bps: f64,
     pub have_bytes: u64,
     pub total_bytes: u64,
@@ -232,15 +238,13 @@ impl Fetcher {
             let session = new_session(data_dir.clone(), opts).await?;
             let checking = Arc::new(std::sync::atomic::AtomicBool::new(true));
             let write_errno = Arc::new(std::sync::atomic::AtomicI32::new(0));
+            let me = own_address(opts, &release);
+            let neighbours = opts.local_net.resolve(me);
+            info!(%neighbours, "peers asked first for what they have");
             let picker = Arc::new(
-                picker::Picker::new(
-                    &release,
-                    pieces.clone(),
-                    own_address(opts, &release),
-                    boot,
-                    deferred.clone(),
-                )
-                .with_download_limit(opts.download_limit_bps),
+                picker::Picker::new(&release, pieces.clone(), me, boot, deferred.clone())
+                    .with_download_limit(opts.download_limit_bps)
+                    .with_neighbours(neighbours),
             );
             picker.exchange_profiles(release.clone(), profiles);
             let factory = cache_storage::CacheStorageFactory {
@@ -403,6 +407,34 @@ impl Fetcher {
         self.torrent.live().is_some()
     }
 
+    /// Bytes received from neighbours ([`near`]), peers connected now or before.
+    fn downloaded_near_bytes(&self) -> u64 {
+        let near = self.picker.neighbours();
+        if near.is_empty() {
+            return 0;
+        }
+        self.downloaded_by_peer()
+            .into_iter()
+            .filter(|(a, _)| near.contains(a.ip()))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Bytes received from each peer this mount has known (connected now or before).
+    pub fn downloaded_by_peer(&self) -> Vec<(SocketAddr, u64)> {
+        let Some(live) = self.torrent.live() else {
+            return vec![];
+        };
+        let all = librqbit::PeerStatsFilter {
+            state: librqbit::PeerStatsFilterState::All,
+        };
+        live.per_peer_stats_snapshot(all)
+            .peers
+            .iter()
+            .filter_map(|(addr, p)| Some((addr.parse().ok()?, p.counters.fetched_bytes)))
+            .collect()
+    }
+
     /// Appends the pieces reads wait on that are being rebuilt locally.
     pub fn waited_deferred(&self, out: &mut Vec<u64>) {
         self.picker.waited_deferred(out);
@@ -418,6 +450,7 @@ impl Fetcher {
 
     pub fn stats(&self) -> SwarmStats {
         let mut s = stats_of(&self.session, &self.torrent, self.allow_peers.as_deref());
+        s.downloaded_near_bytes = self.downloaded_near_bytes();
         if let Some(why) = self.halted.borrow().clone() {
             s.error = Some(why);
         }
@@ -626,6 +659,7 @@ fn stats_of(session: &Session, t: &ManagedTorrent, allow: Option<&AllowPeers>) -
     SwarmStats {
         uploaded_bytes: s.uploaded_bytes,
         downloaded_bytes,
+        downloaded_near_bytes: 0,
         download_bps,
         have_bytes: s.progress_bytes,
         total_bytes: s.total_bytes,
@@ -810,6 +844,7 @@ mod tests {
             announce_interval: Duration::from_secs(60),
             allow_peers: None,
             max_peers: 50,
+            local_net: Default::default(),
         }
     }
 

@@ -126,6 +126,13 @@ pub const FETCHING_HOLDS_READS: Duration = Duration::from_millis(400);
 /// those).
 pub const ORIGIN_SERVED_RECENTLY: Duration = Duration::from_secs(2);
 
+/// A host fetches a piece no neighbour has from farther away ([`super::near`]) at its
+/// turn among its neighbours ([`near_rank`]; this long each, longer in proportion at a
+/// limited link, [`slowdown`], up to ten times), unless a neighbour has it by then: the first host in a
+/// piece's order fetches it into the rack and the others take it from that one. Every
+/// host is first for its share of the pieces, so none waits while it has those to fetch.
+pub const NEAR_TURN: Duration = Duration::from_millis(250);
+
 /// Hosts past this place in a piece's order all take their turn together.
 pub const STAGGER_RANKS: usize = 4;
 
@@ -184,6 +191,11 @@ pub struct Picker {
     seed: u64,
     /// This host's address as its peers see it, if known (see `may_ask_seeder`).
     me: Option<IpAddr>,
+    /// Which peers are neighbours (`mount --local-net`; `is_neighbour`).
+    neighbours: super::near::Neighbours,
+    /// When each piece was first a candidate to fetch from farther away (as
+    /// `first_candidate`), with neighbours only.
+    far_candidate: Vec<std::sync::atomic::AtomicU32>,
     /// The pieces of the boot profile, if any (sorted, to look one up), and whether they
     /// are all here yet.
     boot: RwLock<Arc<Vec<u32>>>,
@@ -222,6 +234,8 @@ impl Picker {
         Picker {
             seed,
             me: me.filter(|ip| !ip.is_unspecified()),
+            neighbours: Default::default(),
+            far_candidate: Vec::new(),
             urgent: Mutex::new(Vec::new()),
             ahead: Mutex::new(Default::default()),
             order: RwLock::new(background_order(release, seed, boot, &[]).into()),
@@ -250,6 +264,22 @@ impl Picker {
     pub fn with_download_limit(mut self, limit: Option<std::num::NonZeroU32>) -> Picker {
         self.slowdown = slowdown(limit);
         self
+    }
+
+    /// Peers in `neighbours` are asked first for what they have ([`super::near`]).
+    pub fn with_neighbours(mut self, neighbours: super::near::Neighbours) -> Picker {
+        self.far_candidate = match neighbours.is_empty() {
+            true => Vec::new(),
+            false => (0..self.pieces.total())
+                .map(|_| std::sync::atomic::AtomicU32::new(0))
+                .collect(),
+        };
+        self.neighbours = neighbours;
+        self
+    }
+
+    pub fn neighbours(&self) -> &super::near::Neighbours {
+        &self.neighbours
     }
 
     fn note_read_wait(&self) {
@@ -453,6 +483,32 @@ impl Drop for Wanted {
 }
 
 impl librqbit::piece_picker::PiecePicker for Picker {
+    fn is_neighbour(&self, peer: IpAddr) -> bool {
+        self.neighbours.contains(peer)
+    }
+
+    fn may_ask_far(&self, piece: u32, near: &[IpAddr], idle: bool) -> bool {
+        use std::sync::atomic::Ordering;
+        let (Some(me), Some(slot)) = (self.me, self.far_candidate.get(piece as usize)) else {
+            return true;
+        };
+        let rank = near_rank(piece, me, near, STAGGER_RANKS);
+        if rank == 0 {
+            return true;
+        }
+        if !idle {
+            return false;
+        }
+        // The turns count from when a far peer here first had nothing else to do.
+        let now = self.started.elapsed().as_millis() as u32 + 1;
+        let first = match slot.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => now,
+            Err(t) => t,
+        };
+        let waited = Duration::from_millis((now - first) as u64);
+        waited >= NEAR_TURN * self.slowdown.min(10) * rank as u32
+    }
+
     fn urgent(&self, out: &mut Vec<u32>) {
         let u = self.urgent.lock().expect("not poisoned");
         out.extend(
@@ -831,17 +887,7 @@ pub fn background_order(
 /// alike from the addresses alone: how many of the other hosts (distinct addresses) come
 /// before it. Peers sharing this host's address (one machine) do not count.
 pub fn seeder_rank(piece: u32, me: IpAddr, peers: &[IpAddr]) -> usize {
-    let key = |ip: &IpAddr| {
-        let mut x = u64::from(piece).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        match ip {
-            IpAddr::V4(v4) => x ^= u64::from(u32::from(*v4)),
-            IpAddr::V6(v6) => x ^= (u128::from(*v6) as u64) ^ ((u128::from(*v6) >> 64) as u64),
-        }
-        // splitmix64 finaliser: a fresh order per piece
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^ (x >> 31)
-    };
+    let key = |ip: &IpAddr| rank_key(piece, ip);
     let mine = key(&me);
     let mut seen: Vec<&IpAddr> = Vec::new();
     peers
@@ -854,6 +900,34 @@ pub fn seeder_rank(piece: u32, me: IpAddr, peers: &[IpAddr]) -> usize {
         })
         .filter(|ip| key(ip) < mine)
         .count()
+}
+
+/// A host's place for `piece` in the order of [`seeder_rank`] and [`near_rank`].
+fn rank_key(piece: u32, ip: &IpAddr) -> u64 {
+    let mut x = u64::from(piece).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    match ip {
+        IpAddr::V4(v4) => x ^= u64::from(u32::from(*v4)),
+        IpAddr::V6(v6) => x ^= (u128::from(*v6) as u64) ^ ((u128::from(*v6) >> 64) as u64),
+    }
+    // splitmix64 finaliser: a fresh order per piece
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// As [`seeder_rank`] among `near`, addresses given once each, counted up to `cap`.
+pub fn near_rank(piece: u32, me: IpAddr, near: &[IpAddr], cap: usize) -> usize {
+    let mine = rank_key(piece, &me);
+    let mut rank = 0;
+    for ip in near {
+        if *ip != me && rank_key(piece, ip) < mine {
+            rank += 1;
+            if rank >= cap {
+                break;
+            }
+        }
+    }
+    rank
 }
 
 /// A fresh random number (each call differs, in one process too).

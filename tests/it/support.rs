@@ -173,11 +173,16 @@ impl Drop for Proc {
 
 /// `swarmfs seed TORRENT --data DIR --listen 127.0.0.1:PORT`, ready to serve.
 pub fn seed(torrent: &Path, data: &Path, port: u16, extra: &[&str]) -> Proc {
+    seed_at(torrent, data, &format!("127.0.0.1:{port}"), extra)
+}
+
+/// `swarmfs seed TORRENT --data DIR --listen LISTEN`, ready to serve.
+pub fn seed_at(torrent: &Path, data: &Path, listen: &str, extra: &[&str]) -> Proc {
     let mut cmd = Command::new(bin());
     cmd.env("RUST_LOG", "swarmfs=info")
         .args(["seed", torrent.to_str().unwrap(), "--data"])
         .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--no-lsd"])
+        .args(["--listen", listen, "--no-lsd"])
         .args(extra);
     let mut p = Proc::spawn(&mut cmd);
     p.wait_for("seeding ", Duration::from_secs(60));

@@ -102,6 +102,9 @@ pub use torrent_state::{
     TorrentStatsState,
 };
 pub use type_aliases::FileInfos;
+// swarmfs patch: the filter of `TorrentStateLive::per_peer_stats_snapshot`, for an
+// application that counts bytes by peer.
+pub use torrent_state::live::peer::stats::snapshot::{PeerStatsFilter, PeerStatsFilterState};
 
 pub use buffers::*;
 pub use clone_to_owned::CloneToOwned;

@@ -129,6 +129,24 @@ pub trait PiecePicker: Send + Sync {
     /// local bytes were wrong, or the peer's. It is fetched whole; the peer is kept.
     fn on_partial_piece_refused(&self, _piece: u32) {}
 
+    /// Whether `peer` is a neighbour (its subnet or rack): a piece wanted soon or in the
+    /// background that a neighbour which unchoked us has is not asked of a peer that is
+    /// not one, and addresses waiting for a connection slot are dialled neighbours first.
+    /// Pieces readers wait on go to whoever has them. False for every peer by default.
+    fn is_neighbour(&self, _peer: std::net::IpAddr) -> bool {
+        false
+    }
+
+    /// Whether a peer that is not a neighbour may be asked now for `piece` (wanted soon or
+    /// in the background), which no neighbour that unchoked us has. `near`: the live
+    /// neighbours' addresses; `idle`: the peer has nothing else to be asked for. Hosts of
+    /// a rack that lack the same piece would each fetch it over the rack's uplink; a
+    /// picker can give each piece to one of them, the others taking it from that one
+    /// once it announces it, and only an idle peer the rest after a while.
+    fn may_ask_far(&self, _piece: u32, _near: &[std::net::IpAddr], _idle: bool) -> bool {
+        true
+    }
+
     /// Whether `deferred` may answer true at all now (asked once per piece request, so
     /// that a picker that defers nothing costs nothing per candidate piece).
     fn defers(&self) -> bool {

@@ -81,6 +81,17 @@ where
     pub background_order: Option<&'a [Vec<u32>]>,
     /// swarmfs patch: how many connected peers have each piece.
     pub availability: &'a [u32],
+    /// swarmfs patch: how many connected neighbours (`PiecePicker::is_neighbour`) that
+    /// unchoked us have each piece, and whether the peer asked is not a neighbour: it is
+    /// then not asked for a piece wanted soon or in the background that a neighbour has
+    /// (pieces readers wait on go to whoever has them). A rack's uplink is a quarter of
+    /// its hosts' links or less; a piece in the rack crosses it no more.
+    pub near_availability: &'a [u32],
+    pub peer_is_far: bool,
+    /// swarmfs patch: whether a peer that is not a neighbour may be asked now for this
+    /// piece, which no neighbour has; `true` as the second argument: the peer has nothing
+    /// else to be asked for (see `PiecePicker::may_ask_far`).
+    pub may_ask_far: &'a dyn Fn(ValidPieceIndex, bool) -> bool,
     /// swarmfs patch: pieces wanted soon, taken rarest first after the priority pieces.
     pub soon: &'a [u32],
     /// swarmfs patch: the peer has every piece, and how many live peers do. A seeder (the
@@ -116,11 +127,37 @@ where
     pub peer_bitfield: Option<&'a crate::type_aliases::BF>,
 }
 
+impl<I, P, S> AcquireRequest<'_, I, P, S>
+where
+    I: Iterator<Item = ValidPieceIndex>,
+    P: Fn(ValidPieceIndex) -> bool,
+    S: Fn(ValidPieceIndex) -> bool,
+{
+    /// swarmfs patch: the peer asked is far and a neighbour can send `piece`.
+    fn near_has(&self, piece: ValidPieceIndex) -> bool {
+        self.peer_is_far
+            && self
+                .near_availability
+                .get(piece.get_usize())
+                .is_some_and(|&n| n > 0)
+    }
+
+    /// swarmfs patch: the peer asked is far, and another neighbour is to fetch `piece`
+    /// into the rack first.
+    fn not_my_turn(&self, piece: ValidPieceIndex) -> bool {
+        self.peer_is_far && !(self.may_ask_far)(piece, false)
+    }
+}
+
 /// swarmfs patch: a background scan takes the rarest of the first this many pieces it
 /// could ask the peer for (the order is shuffled per host, so they are a sample of the
 /// queue). A scan of the whole order per reservation grew with the square of the piece
 /// count (8 hosts, 8192 pieces of 32 KiB: a sixth of a mount's CPU).
 const RAREST_OF: usize = 64;
+
+/// swarmfs patch: a background scan for a far peer gives up after skipping this many
+/// pieces that are other neighbours' to fetch first.
+const FAR_TURN_SCAN: usize = 4 * RAREST_OF;
 
 /// Coordinates piece download state.
 ///
@@ -216,6 +253,9 @@ impl PieceTracker {
         // Whether some peer has (or is sending) a priority piece: if none does, holding the
         // background back for it would only idle the links.
         let mut obtainable = false;
+        let (near, far) = (req.near_availability, req.peer_is_far);
+        let near_has =
+            |p: ValidPieceIndex| far && near.get(p.get_usize()).is_some_and(|&n| n > 0);
         for piece in &mut req.priority_pieces {
             if self.chunks.is_piece_have(piece) {
                 continue;
@@ -232,6 +272,9 @@ impl PieceTracker {
                 continue;
             }
             match self.inflight.get(&piece) {
+                // swarmfs patch: a neighbour that has it sends it (if it is slow, the
+                // piece is taken from it after `priority_steal_after`).
+                None if near_has(piece) => {}
                 None => return self.reserve_piece(piece, req.peer),
                 Some(info) if info.peer != req.peer => {
                     // swarmfs patch: a piece readers wait on that the origin is sending
@@ -303,6 +346,9 @@ impl PieceTracker {
         // swarmfs patch: pieces wanted soon, rarest first (ties: the given order).
         let lengths = *self.chunks.get_lengths();
         let mut best: Option<(u32, ValidPieceIndex)> = None;
+        // swarmfs patch: the first piece a far peer was not asked for only because it is
+        // another neighbour's turn: asked for if nothing else is (`PiecePicker::may_ask_far`).
+        let mut late: Option<ValidPieceIndex> = None;
         for &i in req.soon {
             let Some(piece) = lengths.validate_piece_index(i) else {
                 continue;
@@ -314,9 +360,14 @@ impl PieceTracker {
             if self.chunks.is_piece_have(piece)
                 || self.inflight.contains_key(&piece)
                 || !(req.peer_has_piece)(piece)
+                || req.near_has(piece)
                 || (req.peer_is_seeder
                     && (have > req.live_seeders.max(1) || !(req.may_ask_seeder)(piece)))
             {
+                continue;
+            }
+            if req.not_my_turn(piece) {
+                late.get_or_insert(piece);
                 continue;
             }
             if best.is_none_or(|(b, _)| have < b) {
@@ -369,17 +420,31 @@ impl PieceTracker {
                 }
                 let mut best: Option<(u32, ValidPieceIndex)> = None;
                 let mut candidates = 0;
+                let mut turns_skipped = 0;
                 for &i in &tier[*cursor..] {
                     let Some(piece) = lengths.validate_piece_index(i) else {
                         continue;
                     };
-                    if !self.chunks.is_piece_queued(piece) || !(req.peer_has_piece)(piece) {
+                    if !self.chunks.is_piece_queued(piece)
+                        || !(req.peer_has_piece)(piece)
+                        || req.near_has(piece)
+                    {
                         continue;
                     }
                     let have = req.availability.get(i as usize).copied().unwrap_or(0);
                     if req.peer_is_seeder
                         && (have > req.live_seeders.max(1) || (req.fetching_elsewhere)(piece))
                     {
+                        continue;
+                    }
+                    if req.not_my_turn(piece) {
+                        late.get_or_insert(piece);
+                        // In a rack of 40 a far peer is asked for one piece in 40: a
+                        // bounded look for one.
+                        turns_skipped += 1;
+                        if turns_skipped > FAR_TURN_SCAN {
+                            break;
+                        }
                         continue;
                     }
                     candidates += 1;
@@ -410,6 +475,17 @@ impl PieceTracker {
                     return self.reserve_piece(piece, req.peer);
                 }
             }
+        }
+
+        // swarmfs patch: nothing else to ask this far peer for: another neighbour's piece,
+        // once its turns have passed.
+        if let Some(piece) = late
+            && !held_back
+            && !self.chunks.is_piece_have(piece)
+            && !self.inflight.contains_key(&piece)
+            && (req.may_ask_far)(piece, true)
+        {
+            return self.reserve_piece(piece, req.peer);
         }
 
         // 3. Try steal with 3x threshold (moderately slow peer)
@@ -748,6 +824,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -799,6 +878,9 @@ mod tests {
                 can_steal: |_| true,
                 background_order: None,
                 availability: &[],
+                near_availability: &[],
+                peer_is_far: false,
+                may_ask_far: &|_, _| true,
                 soon: &[],
                 peer_is_seeder: is_seeder,
                 live_seeders: 1,
@@ -847,6 +929,9 @@ mod tests {
                 can_steal: |_| true,
                 background_order: Some(&order),
                 availability: &availability,
+                near_availability: &[],
+                peer_is_far: false,
+                may_ask_far: &|_, _| true,
                 soon: &[],
                 peer_is_seeder,
                 live_seeders: 1,
@@ -873,6 +958,65 @@ mod tests {
     }
 
     #[test]
+    fn a_far_peer_is_not_asked_for_what_a_neighbour_has_nor_out_of_turn() {
+        // swarmfs patch: pieces 0 and 1 are with a neighbour, and 3 is another
+        // neighbour's to fetch first (`may_ask_far`): a far peer gets 2, 3 only as a piece
+        // a reader waits on, and neither 0 nor 1 even then; a neighbour gets 0 and 1.
+        let chunks = make_test_chunk_tracker(4);
+        let mut tracker = PieceTracker::new(chunks);
+        let file_infos = make_test_file_infos(4);
+        let file_priorities = make_default_file_priorities(&file_infos);
+        let order = [vec![0u32, 1, 2, 3]];
+        let availability = [2u32; 4];
+        let near = [1u32, 1, 0, 0];
+        let ask = |tracker: &mut PieceTracker, who: u8, far: bool, urgent: &[u32], soon: &[u32]| {
+            let lengths = *tracker.chunks().get_lengths();
+            tracker.acquire_piece(AcquireRequest {
+                peer: peer(who),
+                peer_avg_time: None,
+                priority_pieces: urgent.iter().filter_map(|&i| lengths.validate_piece_index(i)),
+                file_priorities: &file_priorities,
+                file_infos: &file_infos,
+                peer_has_piece: |_| true,
+                can_steal: |_| false,
+                background_order: Some(&order),
+                availability: &availability,
+                near_availability: &near,
+                peer_is_far: far,
+                may_ask_far: &|p, _| p.get() != 3,
+                soon,
+                peer_is_seeder: false,
+                live_seeders: 0,
+                priority_steal_after: None,
+                background_allowed: true,
+                tiers_while_held_back: 0,
+                may_ask_seeder: &|_| true,
+                fetching_elsewhere: &|_| false,
+                only_priority: false,
+                peer_bitfield: None,
+                seeders: &[],
+                all_seeders: &[],
+            })
+        };
+        let reserved = |r: AcquireResult| match r {
+            AcquireResult::Reserved(p) => p.get(),
+            r => panic!("expected a reserved piece, got {r:?}"),
+        };
+        assert_eq!(reserved(ask(&mut tracker, 1, true, &[], &[0, 1])), 2, "soon: not 0 or 1");
+        assert!(matches!(
+            ask(&mut tracker, 1, true, &[], &[3]),
+            AcquireResult::NoneAvailable
+        ));
+        assert!(
+            matches!(ask(&mut tracker, 1, true, &[1], &[]), AcquireResult::NoneAvailable),
+            "a reader waits, and a neighbour has it"
+        );
+        assert_eq!(reserved(ask(&mut tracker, 1, true, &[3], &[])), 3, "a reader waits");
+        assert_eq!(reserved(ask(&mut tracker, 2, false, &[], &[])), 0, "a neighbour");
+        assert_eq!(reserved(ask(&mut tracker, 2, false, &[], &[])), 1, "a neighbour");
+    }
+
+    #[test]
     fn the_background_scan_skips_only_pieces_that_are_here() {
         // swarmfs patch: each tier's scan starts after its first pieces that are here;
         // a piece that failed its check is taken again, and another order starts afresh.
@@ -894,6 +1038,9 @@ mod tests {
                 can_steal: |_| false,
                 background_order: Some(order),
                 availability: &availability,
+                near_availability: &[],
+                peer_is_far: false,
+                may_ask_far: &|_, _| true,
                 soon: &[],
                 peer_is_seeder: false,
                 live_seeders: 1,
@@ -955,6 +1102,9 @@ mod tests {
                 can_steal: |_| false,
                 background_order: Some(&order),
                 availability,
+                near_availability: &[],
+                peer_is_far: false,
+                may_ask_far: &|_, _| true,
                 soon: &[],
                 peer_is_seeder: false,
                 live_seeders: 1,
@@ -1025,6 +1175,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1067,6 +1220,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1114,6 +1270,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1156,6 +1315,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1199,6 +1361,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1225,6 +1390,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1253,6 +1421,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1306,6 +1477,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1329,6 +1503,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1360,6 +1537,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1412,6 +1592,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1452,6 +1635,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1514,6 +1700,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1544,6 +1733,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1580,6 +1772,9 @@ mod tests {
             can_steal: |_| true,
             background_order: None,
             availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
             live_seeders: 0,
@@ -1627,6 +1822,9 @@ mod tests {
                 can_steal: |_| true,
                 background_order: Some(&[]),
                 availability: &[],
+                near_availability: &[],
+                peer_is_far: false,
+                may_ask_far: &|_, _| true,
                 soon: &[],
                 peer_is_seeder: seeders.contains(&who),
                 live_seeders: seeders.len() as u32,
@@ -1677,6 +1875,9 @@ mod tests {
                 can_steal: |_| true,
                 background_order: Some(&[]),
                 availability: &[],
+                near_availability: &[],
+                peer_is_far: false,
+                may_ask_far: &|_, _| true,
                 soon: &[],
                 peer_is_seeder: who == host(9),
                 live_seeders: 1,

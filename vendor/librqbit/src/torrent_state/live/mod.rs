@@ -229,6 +229,9 @@ struct PeerSets {
     others: Vec<std::net::IpAddr>,
     /// the addresses of every known peer but the live seeders
     known: Vec<std::net::IpAddr>,
+    /// the addresses of the live peers that are neighbours (`PiecePicker::is_neighbour`),
+    /// each once
+    near: Vec<std::net::IpAddr>,
 }
 
 /// swarmfs patch: how stale `PeerSets` may be (a peer that connects or leaves changes the
@@ -255,9 +258,15 @@ impl TorrentStateLive {
             seeders: Vec::new(),
             others: Vec::new(),
             known: Vec::new(),
+            near: Vec::new(),
         };
+        let picker = self.shared.options.piece_picker.as_ref();
         for e in self.peers.states.iter() {
-            match e.value().get_live() {
+            let live = e.value().get_live();
+            if live.is_some() && picker.is_some_and(|p| p.is_neighbour(e.key().ip())) {
+                sets.near.push(e.key().ip());
+            }
+            match live {
                 Some(l) if l.seeder => sets.seeders.push(*e.key()),
                 Some(_) => {
                     sets.others.push(e.key().ip());
@@ -266,6 +275,8 @@ impl TorrentStateLive {
                 None => sets.known.push(e.key().ip()),
             }
         }
+        sets.near.sort_unstable();
+        sets.near.dedup();
         let sets = Arc::new(sets);
         *g = Some(sets.clone());
         sets
@@ -718,8 +729,22 @@ impl TorrentStateLive {
         mut peer_queue_rx: UnboundedReceiver<SocketAddr>,
     ) -> crate::Result<()> {
         let state = self;
+        // swarmfs patch: addresses wait here for a connection slot, a neighbour's
+        // (`PiecePicker::is_neighbour`) ahead of the rest: a tracker's answer is a random
+        // sample of the fleet, and a host's slots fill in the order addresses came.
+        let mut waiting = NearFirst::default();
         loop {
-            let addr = peer_queue_rx.recv().await.ok_or(Error::TorrentIsNotLive)?;
+            let addr = match waiting.pop() {
+                Some(a) => a,
+                None => {
+                    let a = peer_queue_rx.recv().await.ok_or(Error::TorrentIsNotLive)?;
+                    waiting.push(a, state.is_neighbour(a));
+                    while let Ok(a) = peer_queue_rx.try_recv() {
+                        waiting.push(a, state.is_neighbour(a));
+                    }
+                    continue;
+                }
+            };
             if state.shared.options.disable_upload() && state.is_finished_and_no_active_streams() {
                 debug!(?addr, "ignoring peer as we are finished");
                 state.peers.mark_peer_not_needed(addr);
@@ -782,12 +807,32 @@ impl TorrentStateLive {
             }
 
             let permit = state.peer_semaphore.clone().acquire_owned().await?;
+            // swarmfs patch: a neighbour that came while this address waited for its slot
+            // takes the slot; this one waits at the head of the rest (a neighbour is
+            // checked as above when its turn comes, so it goes round once more).
+            while let Ok(a) = peer_queue_rx.try_recv() {
+                waiting.push(a, state.is_neighbour(a));
+            }
+            if waiting.has_near() && !state.is_neighbour(addr) {
+                waiting.push_front_far(addr);
+                drop(permit);
+                continue;
+            }
             state.spawn(
                 debug_span!(parent: state.shared.span.clone(), "manage_peer", peer = ?addr),
                 format!("[{}][addr={addr}]manage_peer", state.shared.id),
                 aframe!(state.clone().task_manage_outgoing_peer(addr, permit)),
             );
         }
+    }
+
+    /// swarmfs patch: whether the application counts `addr` as a neighbour.
+    fn is_neighbour(&self, addr: SocketAddr) -> bool {
+        self.shared
+            .options
+            .piece_picker
+            .as_ref()
+            .is_some_and(|p| p.is_neighbour(addr.ip()))
     }
 
     pub fn torrent(&self) -> &ManagedTorrentShared {
@@ -1841,6 +1886,12 @@ impl PeerHandler {
                     || !pk.may_ask_seeder_in_background(p.get(), known)
             })
         };
+        // swarmfs patch: a peer that is not a neighbour is asked for a piece no neighbour
+        // has only at this host's turn among its neighbours (`PiecePicker::may_ask_far`).
+        let near: &[std::net::IpAddr] = sets.as_ref().map_or(&[], |s| &s.near);
+        let may_ask_far = |p: ValidPieceIndex, idle: bool| {
+            picker.is_none_or(|pk| pk.may_ask_far(p.get(), near, idle))
+        };
         // swarmfs patch: a piece asked of a seeder is announced to the peers that take
         // `swarmfs_fetching` (after the locks below are released).
         let mut fetching: Option<(ValidPieceIndex, bool)> = None;
@@ -1887,9 +1938,15 @@ impl PeerHandler {
                 let lengths = &self.state.lengths;
                 let defers = picker.filter(|pk| pk.defers());
                 // Availability is the innermost lock; acquire_piece takes no other.
-                let result = self.state.peers.availability.with(|availability| {
+                // swarmfs patch: a peer that is not a neighbour is not asked for what a
+                // neighbour can send (`PiecePicker::is_neighbour`).
+                let peer_is_far = picker.is_some_and(|p| !p.is_neighbour(self.addr.ip()));
+                let result = self.state.peers.availability.with(|availability, near_availability| {
                     pieces.acquire_piece(AcquireRequest {
                     availability,
+                    near_availability: near_availability,
+                    peer_is_far,
+                    may_ask_far: &may_ask_far,
                     soon: &soon,
                     peer_is_seeder: live.seeder,
                     live_seeders: self.state.peers.stats().live_seeders,
@@ -2076,7 +2133,10 @@ impl PeerHandler {
                     return;
                 }
                 if live.set_have(have as usize, total) {
-                    self.state.peers.availability.inc(have as usize);
+                    self.state
+                        .peers
+                        .availability
+                        .inc(have as usize, live.near_counted);
                 }
                 trace!("updated bitfield with have={}", have);
                 self.state.peers.update_seeder_flag(live, total);
@@ -2486,6 +2546,37 @@ impl PeerHandler {
     fn on_i_am_choked(&self) {
         self.lock_flow_control("i_am_choked = true").i_am_choked = true;
         self.notify_request_slots_changed();
+        self.set_near_counted(false);
+    }
+
+    /// swarmfs patch: a neighbour's pieces (`PiecePicker::is_neighbour`) are not asked of
+    /// peers farther away, but only while it unchokes us: a neighbour that chokes us
+    /// sends nothing, and what only it has nearby must then come from farther away.
+    fn set_near_counted(&self, unchoked: bool) {
+        let near = unchoked
+            && self
+                .state
+                .shared
+                .options
+                .piece_picker
+                .as_ref()
+                .is_some_and(|p| p.is_neighbour(self.addr.ip()));
+        let changed = self
+            .state
+            .peers
+            .with_live_mut(self.addr, "near_counted", |live| {
+                let changed = live.near_counted != near;
+                if changed {
+                    live.near_counted = near;
+                    self.state.peers.availability.apply_near(&live.bitfield, near);
+                }
+                changed
+            })
+            .unwrap_or(false);
+        if changed && !near {
+            // Far peers' requesters that skipped this neighbour's pieces look again.
+            self.state.wake_piece_requesters();
+        }
     }
 
     fn on_peer_interested(&self) {
@@ -2497,6 +2588,7 @@ impl PeerHandler {
         trace!("we are unchoked");
         self.lock_flow_control("i_am_choked = false").i_am_choked = false;
         self.notify_request_slots_changed();
+        self.set_near_counted(true);
     }
 
     async fn on_received_piece(&self, piece: Piece<ByteBuf<'_>>) -> anyhow::Result<()> {
@@ -3292,4 +3384,34 @@ fn chunk_or_span(
         size: length,
         ..chunk
     })
+}
+
+/// swarmfs patch: addresses waiting to be dialled, neighbours first, each group in the
+/// order it came.
+#[derive(Default)]
+struct NearFirst {
+    near: std::collections::VecDeque<SocketAddr>,
+    far: std::collections::VecDeque<SocketAddr>,
+}
+
+impl NearFirst {
+    fn push(&mut self, addr: SocketAddr, near: bool) {
+        if near {
+            self.near.push_back(addr)
+        } else {
+            self.far.push_back(addr)
+        }
+    }
+
+    fn push_front_far(&mut self, addr: SocketAddr) {
+        self.far.push_front(addr)
+    }
+
+    fn has_near(&self) -> bool {
+        !self.near.is_empty()
+    }
+
+    fn pop(&mut self) -> Option<SocketAddr> {
+        self.near.pop_front().or_else(|| self.far.pop_front())
+    }
 }

@@ -144,7 +144,7 @@ impl Peer {
 
     pub fn destroy(self, counters: &PeerStates) {
         if let PeerState::Live(l) = &self.state {
-            counters.availability.apply(&l.bitfield, false);
+            counters.availability.apply(&l.bitfield, false, l.near_counted);
         }
         for counter in [&counters.session_stats, &counters.stats] {
             counter.dec(&self.state);
@@ -156,10 +156,10 @@ impl Peer {
 
     pub fn set_state(&mut self, new: PeerState, counters: &PeerStates) -> PeerState {
         if let PeerState::Live(l) = &self.state {
-            counters.availability.apply(&l.bitfield, false);
+            counters.availability.apply(&l.bitfield, false, l.near_counted);
         }
         if let PeerState::Live(l) = &new {
-            counters.availability.apply(&l.bitfield, true);
+            counters.availability.apply(&l.bitfield, true, l.near_counted);
         }
         for counter in [&counters.session_stats, &counters.stats] {
             counter.incdec(&self.state, &new);
@@ -286,6 +286,11 @@ pub(crate) struct LivePeerState {
     // with the bitfield by PeerStates::update_seeder_flag.
     pub seeder: bool,
 
+    /// swarmfs patch: the peer is a neighbour (`PiecePicker::is_neighbour`) and has
+    /// unchoked us: its pieces are in `Availability`'s neighbour counts. A neighbour that
+    /// chokes us sends nothing, so what it has is asked of others.
+    pub near_counted: bool,
+
     // swarmfs patch: how many of the torrent's pieces the bitfield has (kept by
     // `set_bitfield` and `set_have`), so that telling a seeder is not a scan of the
     // bitfield on every `have` (16 hosts, 32 KiB pieces: ~60000 a host).
@@ -323,6 +328,7 @@ impl LivePeerState {
             peer_interested: initial_interested,
             bitfield: BF::default(),
             seeder: false,
+            near_counted: false,
             have_count: 0,
             inflight_requests: Default::default(),
             late_cancelled_request_tolerance: 0,

@@ -27,37 +27,70 @@ pub(crate) struct PeerStates {
     pub availability: Availability,
 }
 
-/// swarmfs patch: per piece, the number of live peers whose bitfield has it. Always the
-/// innermost lock: nothing else is locked while it is held.
+/// swarmfs patch: per piece, the number of live peers whose bitfield has it, and of those
+/// the neighbours (`PiecePicker::is_neighbour`) that have unchoked us (`near`): a piece a
+/// neighbour can send is not asked of a peer farther away. Always the innermost lock:
+/// nothing else is locked while it is held.
 #[derive(Default)]
-pub(crate) struct Availability(parking_lot::Mutex<Vec<u32>>);
+pub(crate) struct Availability(parking_lot::Mutex<Counts>);
+
+#[derive(Default)]
+pub(crate) struct Counts {
+    all: Vec<u32>,
+    near: Vec<u32>,
+}
+
+fn add_ones(v: &mut Vec<u32>, bf: &BF, add: bool) {
+    for i in bf.iter_ones() {
+        if v.len() <= i {
+            v.resize(i + 1, 0);
+        }
+        v[i] = if add { v[i] + 1 } else { v[i].saturating_sub(1) };
+    }
+}
+
+fn inc_one(v: &mut Vec<u32>, piece: usize) {
+    if v.len() <= piece {
+        v.resize(piece + 1, 0);
+    }
+    v[piece] += 1;
+}
 
 impl Availability {
-    /// Adds (`add`) or removes a live peer's bitfield.
-    pub fn apply(&self, bf: &BF, add: bool) {
+    /// Adds (`add`) or removes a live peer's bitfield; `near`: the peer is counted as a
+    /// neighbour that unchoked us (`LivePeerState::near_counted`).
+    pub fn apply(&self, bf: &BF, add: bool, near: bool) {
         if bf.is_empty() {
             return;
         }
-        let mut v = self.0.lock();
-        for i in bf.iter_ones() {
-            if v.len() <= i {
-                v.resize(i + 1, 0);
-            }
-            v[i] = if add { v[i] + 1 } else { v[i].saturating_sub(1) };
+        let mut c = self.0.lock();
+        add_ones(&mut c.all, bf, add);
+        if near {
+            add_ones(&mut c.near, bf, add);
         }
     }
 
-    /// One more live peer has `piece`.
-    pub fn inc(&self, piece: usize) {
-        let mut v = self.0.lock();
-        if v.len() <= piece {
-            v.resize(piece + 1, 0);
+    /// Adds or removes a live peer's bitfield from the neighbours' counts only (the peer
+    /// unchoked or choked us).
+    pub fn apply_near(&self, bf: &BF, add: bool) {
+        if !bf.is_empty() {
+            add_ones(&mut self.0.lock().near, bf, add);
         }
-        v[piece] += 1;
     }
 
-    pub fn with<R>(&self, f: impl FnOnce(&[u32]) -> R) -> R {
-        f(&self.0.lock())
+    /// One more live peer has `piece` (`near`: a neighbour that unchoked us).
+    pub fn inc(&self, piece: usize, near: bool) {
+        let mut c = self.0.lock();
+        inc_one(&mut c.all, piece);
+        if near {
+            inc_one(&mut c.near, piece);
+        }
+    }
+
+    /// `f(all, near)`.
+    pub fn with<R>(&self, f: impl FnOnce(&[u32], &[u32]) -> R) -> R {
+        let c = self.0.lock();
+        f(&c.all, &c.near)
     }
 }
 
@@ -154,8 +187,9 @@ impl PeerStates {
         total_pieces: usize,
     ) -> Option<()> {
         self.with_live_mut(handle, "update_bitfield", |live| {
-            self.availability.apply(&live.bitfield, false);
-            self.availability.apply(&bitfield, true);
+            self.availability
+                .apply(&live.bitfield, false, live.near_counted);
+            self.availability.apply(&bitfield, true, live.near_counted);
             live.set_bitfield(bitfield, total_pieces);
             self.update_seeder_flag(live, total_pieces);
         })
