@@ -283,6 +283,9 @@ async fn host(f: Arc<Fetcher>, r: Arc<Release>, reads: Arc<Vec<Read>>, t0: Insta
                 s.live_peers,
                 s.state
             );
+            for &i in missing.iter().take(2) {
+                eprintln!("  {}", f.describe_piece(i as u32));
+            }
         }
     }
     (boot, t0.elapsed().as_secs_f64())

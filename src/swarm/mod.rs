@@ -420,6 +420,15 @@ impl Fetcher {
             .sum()
     }
 
+    /// Where `piece` stands in the engine (who has it, whether it is in flight): one line,
+    /// for diagnosing a download that does not end.
+    pub fn describe_piece(&self, piece: u32) -> String {
+        match self.torrent.live() {
+            Some(live) => live.describe_piece(piece),
+            None => format!("piece {piece}: the engine is not running"),
+        }
+    }
+
     /// Bytes received from each peer this mount has known (connected now or before).
     pub fn downloaded_by_peer(&self) -> Vec<(SocketAddr, u64)> {
         let Some(live) = self.torrent.live() else {

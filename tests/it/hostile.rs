@@ -17,6 +17,8 @@ enum Evil {
     WrongBytes,
     /// Unchokes, then never answers a request.
     Stall,
+    /// As `Stall`, but sends a keep-alive every second, so no read timeout drops it.
+    StallAlive,
     /// Answers with more bytes than asked.
     Oversize,
     /// Sends a message whose length field is absurd.
@@ -76,6 +78,14 @@ fn serve_evil(
     out.extend_from_slice(&1u32.to_be_bytes());
     out.push(1); // unchoke
     c.write_all(&out)?;
+    if let Evil::StallAlive = mode {
+        let mut w = c.try_clone()?;
+        std::thread::spawn(move || {
+            while w.write_all(&[0u8; 4]).is_ok() {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+    }
     if let Evil::Malformed = mode {
         c.write_all(&0xFFFF_FFF0u32.to_be_bytes())?;
         c.write_all(&[7u8; 64])?;
@@ -96,7 +106,7 @@ fn serve_evil(
         let begin = &msg[5..9];
         let want = u32::from_be_bytes(msg[9..13].try_into().unwrap()) as usize;
         let n = match mode {
-            Evil::Stall => continue,
+            Evil::Stall | Evil::StallAlive => continue,
             Evil::Oversize => want + 4096,
             _ => want,
         };
@@ -396,4 +406,45 @@ fn a_read_no_peer_can_serve_does_not_hold_back_the_rest_of_the_download() {
     let e = reader.join().unwrap().unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EIO));
     assert_same_files(&dir.join("lib"), &c.mnt.join("lib"));
+}
+
+#[test]
+fn a_neighbour_that_announces_everything_and_sends_nothing_does_not_hold_up_the_download() {
+    // The stalling peer is in the mount's /24 (127.0.0.0/24, a neighbour by default): it
+    // claims every piece, unchokes, never answers and sends keep-alives (no read timeout
+    // drops it). The only honest seed is outside the /24. Far peers are not asked for
+    // what a neighbour has, until a neighbour with a full window has sent nothing for a
+    // while (5 s): then they are. Without that the download never ended.
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("rel");
+    sample(&dir, 4 << 20, 20);
+    let torrent = t.path().join("rel.torrent");
+    publish(&dir, &torrent, &[]);
+    let rel = swarmfs::release::Release::from_torrent(&std::fs::read(&torrent).unwrap()).unwrap();
+    let stats = Arc::new(EvilStats::default());
+    let evil = evil_peer(
+        Evil::StallAlive,
+        rel.info_hash.0,
+        rel.piece_count() as usize,
+        stats.clone(),
+    );
+    let far = format!("127.1.2.1:{}", free_port());
+    let _seed = seed_at(&torrent, &dir, &far, &[]);
+    let listen = format!("127.0.0.2:{}", free_port());
+    let evil = format!("127.0.0.1:{evil}");
+    let mnt = t.path().join("mnt");
+    let m = Mount::new(
+        torrent.to_str().unwrap(),
+        &mnt,
+        &t.path().join("cache"),
+        &["--listen", &listen, "--peer", &evil, "--peer", &far],
+    );
+    let o = swarmfs(&["prewarm", "--timeout", "90s", mnt.to_str().unwrap()]);
+    assert!(o.status.success(), "prewarm: {}", stderr(&o));
+    assert_mount_matches(&dir, &mnt);
+    assert!(
+        stats.connections.load(Ordering::Relaxed) > 0,
+        "the stalling neighbour was never contacted"
+    );
+    assert_eq!(m.status()["downloaded_near_bytes"], 0);
 }

@@ -234,6 +234,11 @@ struct PeerSets {
     near: Vec<std::net::IpAddr>,
 }
 
+/// swarmfs patch: a neighbour whose window stays full this long without a chunk back is
+/// counted as one no more (a neighbour that announces everything and sends nothing would
+/// keep far peers from every piece; a busy one answers a chunk well within it).
+const NEAR_STALL: Duration = Duration::from_secs(5);
+
 /// swarmfs patch: how stale `PeerSets` may be (a peer that connects or leaves changes the
 /// counts, which renew it at once).
 const PEER_SETS_MAX_AGE: Duration = Duration::from_millis(250);
@@ -837,6 +842,54 @@ impl TorrentStateLive {
 
     pub fn torrent(&self) -> &ManagedTorrentShared {
         &self.shared
+    }
+
+    /// swarmfs patch: one line on where `piece` stands, for diagnosing a download that
+    /// does not end: how many live peers have it (and neighbours counted), whether it is
+    /// queued or in flight (with whom, since when), and each live peer that has it.
+    pub fn describe_piece(&self, piece: u32) -> String {
+        use std::fmt::Write;
+        let Some(p) = self.lengths.validate_piece_index(piece) else {
+            return format!("piece {piece}: out of range");
+        };
+        let (all, near) = self.peers.availability.with(|a, n| {
+            (
+                a.get(piece as usize).copied().unwrap_or(0),
+                n.get(piece as usize).copied().unwrap_or(0),
+            )
+        });
+        let mut out = format!("piece {piece}: {all} peers have it ({near} near)");
+        {
+            let g = self.lock_read("describe_piece");
+            if let Ok(t) = g.get_pieces() {
+                let _ = write!(out, ", queued {}", t.chunks().is_piece_queued(p));
+                if let Some(i) = t.get_inflight(p) {
+                    let _ = write!(
+                        out,
+                        ", in flight with {} for {:?} (helpers {:?})",
+                        i.peer,
+                        i.started.elapsed(),
+                        i.helpers
+                    );
+                }
+            }
+        }
+        for e in self.peers.states.iter() {
+            if let Some(l) = e.value().get_live()
+                && l.bitfield.get(piece as usize).is_some_and(|b| *b)
+            {
+                let _ = write!(
+                    out,
+                    "; {} (seeder {}, near {}{}, {} requests out)",
+                    e.key(),
+                    l.seeder,
+                    l.near_counted,
+                    if l.near_demoted { ", demoted" } else { "" },
+                    l.requested_inflight_count()
+                );
+            }
+        }
+        out
     }
 
     /// swarmfs patch: wakes peers that found nothing to request, to ask the picker again.
@@ -2033,6 +2086,10 @@ impl PeerHandler {
         // Process steal notification outside the peer lock to avoid deadlock
         if let Some((from_peer, piece)) = steal_info {
             self.state.peers.on_steal(from_peer, self.addr, piece);
+            if picker.is_some_and(|p| p.is_neighbour(from_peer.ip()) && !p.is_neighbour(self.addr.ip())) {
+                self.state.peers.demote_near(from_peer);
+                self.state.wake_piece_requesters();
+            }
         }
         if let Some((piece, for_read)) = fetching {
             for e in self.state.peers.states.iter() {
@@ -2417,6 +2474,8 @@ impl PeerHandler {
     /// chunk first (8-host fleet: 216 ms median from a read to its piece being asked
     /// for; 16 hosts: 520 ms). Returns false if the peer is gone.
     async fn wait_for_slot_serving_urgent(&self) -> crate::Result<bool> {
+        // swarmfs patch: since when the window has been full with no slot freed.
+        let mut full_since = Instant::now();
         loop {
             let Some(slots) = self.request_slots_changed() else {
                 return Ok(false);
@@ -2447,10 +2506,24 @@ impl PeerHandler {
             };
             // A piece this peer announces matters here only while readers wait.
             tokio::select! {
-                _ = slot_freed => {}
+                _ = slot_freed => full_since = Instant::now(),
                 _ = new_pieces => {}
                 _ = announced, if waiting => {}
                 _ = tokio::time::sleep(recheck) => {}
+            }
+            // swarmfs patch: a neighbour that has sent nothing back for this long with
+            // the window full keeps far peers from its pieces no more
+            // (`PeerStates::demote_near`).
+            if full_since.elapsed() >= NEAR_STALL
+                && self
+                    .state
+                    .peers
+                    .with_live(self.addr, |l| l.near_counted)
+                    .unwrap_or(false)
+            {
+                debug!(peer = %self.addr, "a neighbour sent nothing for {NEAR_STALL:?}: far peers may take its pieces");
+                self.state.peers.demote_near(self.addr);
+                self.state.wake_piece_requesters();
             }
         }
     }
@@ -2565,6 +2638,7 @@ impl PeerHandler {
             .state
             .peers
             .with_live_mut(self.addr, "near_counted", |live| {
+                let near = near && !live.near_demoted;
                 let changed = live.near_counted != near;
                 if changed {
                     live.near_counted = near;

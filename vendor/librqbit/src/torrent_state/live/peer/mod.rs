@@ -290,6 +290,9 @@ pub(crate) struct LivePeerState {
     /// unchoked us: its pieces are in `Availability`'s neighbour counts. A neighbour that
     /// chokes us sends nothing, so what it has is asked of others.
     pub near_counted: bool,
+    /// swarmfs patch: a far peer had to take a piece from this neighbour: it is counted as
+    /// a neighbour no more (`PeerStates::demote_near`).
+    pub near_demoted: bool,
 
     // swarmfs patch: how many of the torrent's pieces the bitfield has (kept by
     // `set_bitfield` and `set_have`), so that telling a seeder is not a scan of the
@@ -329,6 +332,7 @@ impl LivePeerState {
             bitfield: BF::default(),
             seeder: false,
             near_counted: false,
+            near_demoted: false,
             have_count: 0,
             inflight_requests: Default::default(),
             late_cancelled_request_tolerance: 0,

@@ -231,6 +231,20 @@ impl PeerStates {
         Some(prev)
     }
 
+    /// swarmfs patch: a neighbour a far peer had to take a piece from (it was 10x slower,
+    /// or a reader's piece was overdue) no longer keeps far peers from its pieces, for
+    /// as long as this connection lasts: a neighbour that announces everything and sends
+    /// nothing would hold up the rest of the download.
+    pub(crate) fn demote_near(&self, addr: SocketAddr) {
+        self.with_live_mut(addr, "demote_near", |live| {
+            if live.near_counted {
+                self.availability.apply_near(&live.bitfield, false);
+                live.near_counted = false;
+            }
+            live.near_demoted = true;
+        });
+    }
+
     pub(crate) fn on_steal(
         &self,
         from_peer: SocketAddr,
