@@ -133,6 +133,13 @@ pub const ORIGIN_SERVED_RECENTLY: Duration = Duration::from_secs(2);
 /// host is first for its share of the pieces, so none waits while it has those to fetch.
 pub const NEAR_TURN: Duration = Duration::from_millis(250);
 
+/// A reader's piece no neighbour has or fetches is asked of a farther peer at once,
+/// unless a neighbour said it fetched something from afar within this long (longer in
+/// proportion at a limited link, up to ten times): then the rack is starting together,
+/// and a reader waits its turn ([`SEEDER_STAGGER`] per place in the piece's order among
+/// the neighbours) for the first neighbour's notice, and then for the piece from it.
+pub const NEAR_ACTIVE: Duration = Duration::from_secs(1);
+
 /// Hosts past this place in a piece's order all take their turn together.
 pub const STAGGER_RANKS: usize = 4;
 
@@ -196,6 +203,10 @@ pub struct Picker {
     /// When each piece was first a candidate to fetch from farther away (as
     /// `first_candidate`), with neighbours only.
     far_candidate: Vec<std::sync::atomic::AtomicU32>,
+    /// Pieces neighbours said they asked a peer farther away (or the origin) for, and
+    /// when; and when a neighbour last said so (milliseconds since `started`, plus one).
+    near_fetching: Mutex<HashMap<u32, Instant>>,
+    near_active: std::sync::atomic::AtomicU64,
     /// The pieces of the boot profile, if any (sorted, to look one up), and whether they
     /// are all here yet.
     boot: RwLock<Arc<Vec<u32>>>,
@@ -236,6 +247,8 @@ impl Picker {
             me: me.filter(|ip| !ip.is_unspecified()),
             neighbours: Default::default(),
             far_candidate: Vec::new(),
+            near_fetching: Mutex::new(HashMap::new()),
+            near_active: Default::default(),
             urgent: Mutex::new(Vec::new()),
             ahead: Mutex::new(Default::default()),
             order: RwLock::new(background_order(release, seed, boot, &[]).into()),
@@ -482,31 +495,75 @@ impl Drop for Wanted {
     }
 }
 
+use librqbit::piece_picker::FarAsk;
+
 impl librqbit::piece_picker::PiecePicker for Picker {
     fn is_neighbour(&self, peer: IpAddr) -> bool {
         self.neighbours.contains(peer)
     }
 
-    fn may_ask_far(&self, piece: u32, near: &[IpAddr], idle: bool) -> bool {
+    fn may_ask_far(&self, piece: u32, near: &[IpAddr], ask: FarAsk) -> bool {
         use std::sync::atomic::Ordering;
         let (Some(me), Some(slot)) = (self.me, self.far_candidate.get(piece as usize)) else {
             return true;
         };
+        let slow = self.slowdown.min(10);
+        // A neighbour is fetching it: it comes from that neighbour once announced.
+        let fetching_near = {
+            let f = self.near_fetching.lock().expect("not poisoned");
+            let hold = if ask == FarAsk::Read {
+                FETCHING_HOLDS_READS
+            } else {
+                FETCHING_HOLDS
+            };
+            f.get(&piece).is_some_and(|t| t.elapsed() < hold * slow)
+        };
+        if fetching_near && !self.pieces.has(piece as u64) {
+            return false;
+        }
         let rank = near_rank(piece, me, near, STAGGER_RANKS);
         if rank == 0 {
             return true;
         }
-        if !idle {
-            return false;
-        }
-        // The turns count from when a far peer here first had nothing else to do.
-        let now = self.started.elapsed().as_millis() as u32 + 1;
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let turn = match ask {
+            FarAsk::Queued => return false,
+            FarAsk::Idle => NEAR_TURN,
+            // A reader whose neighbours fetch nothing from afar now (a host booting
+            // alone) goes at once; in a rack booting together, the neighbours take turns.
+            FarAsk::Read => {
+                let active = self.near_active.load(Ordering::Relaxed);
+                if active == 0
+                    || now.saturating_sub(active) > (NEAR_ACTIVE * slow).as_millis() as u64
+                {
+                    return true;
+                }
+                SEEDER_STAGGER
+            }
+        };
+        // The turns count from when this host first came to the piece that way.
+        let now = now as u32;
         let first = match slot.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => now,
             Err(t) => t,
         };
         let waited = Duration::from_millis((now - first) as u64);
-        waited >= NEAR_TURN * self.slowdown.min(10) * rank as u32
+        waited >= turn * slow * rank as u32
+    }
+
+    fn on_neighbour_fetching(&self, piece: u32, peer: IpAddr, _for_read: bool) {
+        if !self.neighbours.contains(peer) || self.pieces.has(piece as u64) {
+            return;
+        }
+        self.near_active.store(
+            self.started.elapsed().as_millis() as u64 + 1,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let mut f = self.near_fetching.lock().expect("not poisoned");
+        if f.len() >= 4096 {
+            f.retain(|_, t| t.elapsed() < FETCHING_HOLDS * self.slowdown.min(10));
+        }
+        f.insert(piece, Instant::now());
     }
 
     fn urgent(&self, out: &mut Vec<u32>) {
@@ -697,6 +754,8 @@ impl librqbit::piece_picker::PiecePicker for Picker {
     }
 
     fn on_peer_fetching(&self, piece: u32, peer: IpAddr, for_read: bool) {
+        // A neighbour fetching from the origin brings the piece into the rack too.
+        self.on_neighbour_fetching(piece, peer, for_read);
         // A fleet boots at once: while another host's read waits on the origin, this
         // host's background keeps out of the origin's queue too (SEEDER_WINDOW_QUIET).
         if for_read {

@@ -83,6 +83,10 @@ pub enum WriterRequest {
     /// if it declared `swarmfs_fetching`).
     /// (piece, whether a reader waits on it: sent as -(piece + 1))
     SwarmfsFetching(u32, bool),
+    /// swarmfs patch: tell a neighbour we have just asked a peer farther away for this
+    /// piece (as `SwarmfsFetching`, in a dict under `near`: receivers that do not know the
+    /// key ignore it).
+    SwarmfsNearFetching(u32, bool),
     /// swarmfs patch: a `swarmfs_profile` message (sent only if the peer declared it):
     /// `msg_type` 0 request, 1 data (`total_size`, `data`), 2 reject.
     SwarmfsProfile {
@@ -528,6 +532,18 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
                             bencode::BencodeValue::Integer(fetching_value(piece, for_read)),
                         ))
                         .serialize(&mut *write_buf, ext_msg_ids)?
+                    }
+                    WriterRequest::SwarmfsNearFetching(piece, for_read) => {
+                        let Some(id) = ext_msg_ids().swarmfs_fetching else {
+                            continue;
+                        };
+                        let mut d = std::collections::HashMap::new();
+                        d.insert(
+                            ByteBuf(&b"near"[..]),
+                            bencode::BencodeValue::Integer(fetching_value(piece, for_read)),
+                        );
+                        Message::Extended(ExtendedMessage::Dyn(id, bencode::BencodeValue::Dict(d)))
+                            .serialize(&mut *write_buf, ext_msg_ids)?
                     }
                     WriterRequest::SwarmfsAsking(piece, wait) => {
                         let Some(id) = ext_msg_ids().swarmfs_fetching else {

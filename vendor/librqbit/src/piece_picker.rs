@@ -8,6 +8,17 @@
 
 use std::sync::Arc;
 
+/// What a far peer would be asked for (`PiecePicker::may_ask_far`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FarAsk {
+    /// A piece wanted soon or in the background.
+    Queued,
+    /// The same, when the peer has nothing else to be asked for.
+    Idle,
+    /// A piece a reader waits on.
+    Read,
+}
+
 /// Decides the order in which pieces are requested. Installed with
 /// `AddTorrentOptions::piece_picker`.
 pub trait PiecePicker: Send + Sync {
@@ -137,15 +148,18 @@ pub trait PiecePicker: Send + Sync {
         false
     }
 
-    /// Whether a peer that is not a neighbour may be asked now for `piece` (wanted soon or
-    /// in the background), which no neighbour that unchoked us has. `near`: the live
-    /// neighbours' addresses; `idle`: the peer has nothing else to be asked for. Hosts of
+    /// Whether a peer that is not a neighbour may be asked now for `piece`, which no
+    /// neighbour that unchoked us has (`near`: the live neighbours' addresses). Hosts of
     /// a rack that lack the same piece would each fetch it over the rack's uplink; a
     /// picker can give each piece to one of them, the others taking it from that one
-    /// once it announces it, and only an idle peer the rest after a while.
-    fn may_ask_far(&self, _piece: u32, _near: &[std::net::IpAddr], _idle: bool) -> bool {
+    /// once it announces it.
+    fn may_ask_far(&self, _piece: u32, _near: &[std::net::IpAddr], _ask: FarAsk) -> bool {
         true
     }
+
+    /// A neighbour told us (`swarmfs_fetching`, under `near`) that it has just asked a peer
+    /// farther away for `piece` (`for_read`: a reader waits on it there).
+    fn on_neighbour_fetching(&self, _piece: u32, _peer: std::net::IpAddr, _for_read: bool) {}
 
     /// Whether `deferred` may answer true at all now (asked once per piece request, so
     /// that a picker that defers nothing costs nothing per candidate piece).

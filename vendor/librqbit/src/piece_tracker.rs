@@ -9,6 +9,7 @@
 //! - IN_FLIGHT (currently being downloaded)
 //! - NOT_NEEDED (not selected for download)
 
+use crate::piece_picker::FarAsk;
 use std::{
     collections::{HashMap, HashSet},
     time::{Duration, Instant},
@@ -88,10 +89,11 @@ where
     /// its hosts' links or less; a piece in the rack crosses it no more.
     pub near_availability: &'a [u32],
     pub peer_is_far: bool,
+    /// swarmfs patch: how many live seeders are counted in `near_availability`.
+    pub near_seeders: u32,
     /// swarmfs patch: whether a peer that is not a neighbour may be asked now for this
-    /// piece, which no neighbour has; `true` as the second argument: the peer has nothing
-    /// else to be asked for (see `PiecePicker::may_ask_far`).
-    pub may_ask_far: &'a dyn Fn(ValidPieceIndex, bool) -> bool,
+    /// piece, which no neighbour has (see `PiecePicker::may_ask_far`).
+    pub may_ask_far: &'a dyn Fn(ValidPieceIndex, FarAsk) -> bool,
     /// swarmfs patch: pieces wanted soon, taken rarest first after the priority pieces.
     pub soon: &'a [u32],
     /// swarmfs patch: the peer has every piece, and how many live peers do. A seeder (the
@@ -133,19 +135,38 @@ where
     P: Fn(ValidPieceIndex) -> bool,
     S: Fn(ValidPieceIndex) -> bool,
 {
-    /// swarmfs patch: the peer asked is far and a neighbour can send `piece`.
+    /// swarmfs patch: how many neighbours that unchoked us and are not seeders have
+    /// `piece`. Neighbours that have every piece are seeders to librqbit, which asks a
+    /// seeder only for what no other peer has and no other peer fetches from one (to
+    /// spare the origin); were they counted, a piece that only they and far peers had
+    /// was asked of nobody for as long as such a fetch held it (a 256-host fleet's last
+    /// host: 155 s against 73 s).
+    fn near_non_seeders(&self, piece: ValidPieceIndex) -> u32 {
+        self.near_availability
+            .get(piece.get_usize())
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(self.near_seeders)
+    }
+
+    /// swarmfs patch: for a seeder asked for `piece` (which `have` live peers have):
+    /// whether a peer that is not a seeder has it (for a seeder that is a neighbour, a
+    /// neighbour that is not one counts first).
+    fn others_have(&self, piece: ValidPieceIndex, have: u32) -> bool {
+        (!self.peer_is_far && self.near_non_seeders(piece) > 0)
+            || have > self.live_seeders.max(1)
+    }
+
+    /// swarmfs patch: the peer asked is far and a neighbour that is not a seeder can send
+    /// `piece`.
     fn near_has(&self, piece: ValidPieceIndex) -> bool {
-        self.peer_is_far
-            && self
-                .near_availability
-                .get(piece.get_usize())
-                .is_some_and(|&n| n > 0)
+        self.peer_is_far && self.near_non_seeders(piece) > 0
     }
 
     /// swarmfs patch: the peer asked is far, and another neighbour is to fetch `piece`
     /// into the rack first.
     fn not_my_turn(&self, piece: ValidPieceIndex) -> bool {
-        self.peer_is_far && !(self.may_ask_far)(piece, false)
+        self.peer_is_far && !(self.may_ask_far)(piece, FarAsk::Queued)
     }
 }
 
@@ -253,9 +274,16 @@ impl PieceTracker {
         // Whether some peer has (or is sending) a priority piece: if none does, holding the
         // background back for it would only idle the links.
         let mut obtainable = false;
-        let (near, far) = (req.near_availability, req.peer_is_far);
-        let near_has =
-            |p: ValidPieceIndex| far && near.get(p.get_usize()).is_some_and(|&n| n > 0);
+        let (near, far, may_ask_far) = (req.near_availability, req.peer_is_far, req.may_ask_far);
+        let near_seeders = req.near_seeders;
+        // A reader's piece is asked of a far peer neither when a neighbour has it nor
+        // before the picker lets it (a neighbour is fetching it into the rack).
+        let not_for_far = |p: ValidPieceIndex| {
+            far && (near
+                .get(p.get_usize())
+                .is_some_and(|&n| n > near_seeders)
+                || !may_ask_far(p, FarAsk::Read))
+        };
         for piece in &mut req.priority_pieces {
             if self.chunks.is_piece_have(piece) {
                 continue;
@@ -274,7 +302,7 @@ impl PieceTracker {
             match self.inflight.get(&piece) {
                 // swarmfs patch: a neighbour that has it sends it (if it is slow, the
                 // piece is taken from it after `priority_steal_after`).
-                None if near_has(piece) => {}
+                None if not_for_far(piece) => {}
                 None => return self.reserve_piece(piece, req.peer),
                 Some(info) if info.peer != req.peer => {
                     // swarmfs patch: a piece readers wait on that the origin is sending
@@ -362,7 +390,7 @@ impl PieceTracker {
                 || !(req.peer_has_piece)(piece)
                 || req.near_has(piece)
                 || (req.peer_is_seeder
-                    && (have > req.live_seeders.max(1) || !(req.may_ask_seeder)(piece)))
+                    && (req.others_have(piece, have) || !(req.may_ask_seeder)(piece)))
             {
                 continue;
             }
@@ -433,7 +461,7 @@ impl PieceTracker {
                     }
                     let have = req.availability.get(i as usize).copied().unwrap_or(0);
                     if req.peer_is_seeder
-                        && (have > req.live_seeders.max(1) || (req.fetching_elsewhere)(piece))
+                        && (req.others_have(piece, have) || (req.fetching_elsewhere)(piece))
                     {
                         continue;
                     }
@@ -483,7 +511,7 @@ impl PieceTracker {
             && !held_back
             && !self.chunks.is_piece_have(piece)
             && !self.inflight.contains_key(&piece)
-            && (req.may_ask_far)(piece, true)
+            && (req.may_ask_far)(piece, FarAsk::Idle)
         {
             return self.reserve_piece(piece, req.peer);
         }
@@ -826,6 +854,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -880,6 +909,7 @@ mod tests {
                 availability: &[],
                 near_availability: &[],
                 peer_is_far: false,
+                near_seeders: 0,
                 may_ask_far: &|_, _| true,
                 soon: &[],
                 peer_is_seeder: is_seeder,
@@ -931,6 +961,7 @@ mod tests {
                 availability: &availability,
                 near_availability: &[],
                 peer_is_far: false,
+                near_seeders: 0,
                 may_ask_far: &|_, _| true,
                 soon: &[],
                 peer_is_seeder,
@@ -983,7 +1014,8 @@ mod tests {
                 availability: &availability,
                 near_availability: &near,
                 peer_is_far: far,
-                may_ask_far: &|p, _| p.get() != 3,
+                near_seeders: 0,
+                may_ask_far: &|p, ask| p.get() != 3 || ask == FarAsk::Read,
                 soon,
                 peer_is_seeder: false,
                 live_seeders: 0,
@@ -1040,6 +1072,7 @@ mod tests {
                 availability: &availability,
                 near_availability: &[],
                 peer_is_far: false,
+                near_seeders: 0,
                 may_ask_far: &|_, _| true,
                 soon: &[],
                 peer_is_seeder: false,
@@ -1104,6 +1137,7 @@ mod tests {
                 availability,
                 near_availability: &[],
                 peer_is_far: false,
+                near_seeders: 0,
                 may_ask_far: &|_, _| true,
                 soon: &[],
                 peer_is_seeder: false,
@@ -1177,6 +1211,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1222,6 +1257,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1272,6 +1308,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1317,6 +1354,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1363,6 +1401,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1392,6 +1431,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1423,6 +1463,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1479,6 +1520,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1505,6 +1547,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1539,6 +1582,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1594,6 +1638,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1637,6 +1682,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1702,6 +1748,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1735,6 +1782,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1774,6 +1822,7 @@ mod tests {
             availability: &[],
             near_availability: &[],
             peer_is_far: false,
+            near_seeders: 0,
             may_ask_far: &|_, _| true,
             soon: &[],
             peer_is_seeder: false,
@@ -1824,6 +1873,7 @@ mod tests {
                 availability: &[],
                 near_availability: &[],
                 peer_is_far: false,
+                near_seeders: 0,
                 may_ask_far: &|_, _| true,
                 soon: &[],
                 peer_is_seeder: seeders.contains(&who),
@@ -1877,6 +1927,7 @@ mod tests {
                 availability: &[],
                 near_availability: &[],
                 peer_is_far: false,
+                near_seeders: 0,
                 may_ask_far: &|_, _| true,
                 soon: &[],
                 peer_is_seeder: who == host(9),

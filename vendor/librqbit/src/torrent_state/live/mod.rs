@@ -232,6 +232,8 @@ struct PeerSets {
     /// the addresses of the live peers that are neighbours (`PiecePicker::is_neighbour`),
     /// each once
     near: Vec<std::net::IpAddr>,
+    /// how many live seeders are counted as neighbours (`LivePeerState::near_counted`)
+    near_seeders: u32,
 }
 
 /// swarmfs patch: a neighbour whose window stays full this long without a chunk back is
@@ -264,12 +266,16 @@ impl TorrentStateLive {
             others: Vec::new(),
             known: Vec::new(),
             near: Vec::new(),
+            near_seeders: 0,
         };
         let picker = self.shared.options.piece_picker.as_ref();
         for e in self.peers.states.iter() {
             let live = e.value().get_live();
             if live.is_some() && picker.is_some_and(|p| p.is_neighbour(e.key().ip())) {
                 sets.near.push(e.key().ip());
+            }
+            if live.is_some_and(|l| l.seeder && l.near_counted) {
+                sets.near_seeders += 1;
             }
             match live {
                 Some(l) if l.seeder => sets.seeders.push(*e.key()),
@@ -1494,6 +1500,16 @@ impl PeerConnectionHandler for &'_ PeerHandler {
             )) => {
                 // swarmfs patch: the peer is asking us for a piece a reader waits on
                 // (`wait`) or will soon (`soon`): its chunks go out first.
+                // swarmfs patch: a neighbour has just asked a peer farther away for this
+                // piece (-(piece + 1): a reader waits on it there).
+                if let Some(bencode::BencodeValue::Integer(v)) = d.get(&ByteBuf(&b"near"[..]))
+                    && let (p, for_read) = if *v < 0 { (-(*v + 1), true) } else { (*v, false) }
+                    && let Ok(p) = u32::try_from(p)
+                    && self.state.lengths.validate_piece_index(p).is_some()
+                    && let Some(picker) = self.state.shared.options.piece_picker.as_ref()
+                {
+                    picker.on_neighbour_fetching(p, self.addr.ip(), for_read);
+                }
                 for (key, class) in [(&b"wait"[..], UploadClass::Wait), (b"soon", UploadClass::Soon)] {
                     if let Some(bencode::BencodeValue::Integer(p)) = d.get(&ByteBuf(key))
                         && let Ok(p) = u32::try_from(*p)
@@ -1942,12 +1958,15 @@ impl PeerHandler {
         // swarmfs patch: a peer that is not a neighbour is asked for a piece no neighbour
         // has only at this host's turn among its neighbours (`PiecePicker::may_ask_far`).
         let near: &[std::net::IpAddr] = sets.as_ref().map_or(&[], |s| &s.near);
-        let may_ask_far = |p: ValidPieceIndex, idle: bool| {
-            picker.is_none_or(|pk| pk.may_ask_far(p.get(), near, idle))
+        let may_ask_far = |p: ValidPieceIndex, ask: crate::piece_picker::FarAsk| {
+            picker.is_none_or(|pk| pk.may_ask_far(p.get(), near, ask))
         };
         // swarmfs patch: a piece asked of a seeder is announced to the peers that take
         // `swarmfs_fetching` (after the locks below are released).
         let mut fetching: Option<(ValidPieceIndex, bool)> = None;
+        // swarmfs patch: a piece asked of a peer farther away is announced to the
+        // neighbours (`PiecePicker::on_neighbour_fetching`).
+        let mut near_fetching: Option<(ValidPieceIndex, bool)> = None;
         // swarmfs patch: the seeders, whose urgent pieces in flight other peers take over
         // (only urgent pieces are taken over: only while readers wait).
         let seeders: &[PeerHandle] = match &sets {
@@ -1997,8 +2016,9 @@ impl PeerHandler {
                 let result = self.state.peers.availability.with(|availability, near_availability| {
                     pieces.acquire_piece(AcquireRequest {
                     availability,
-                    near_availability: near_availability,
+                    near_availability,
                     peer_is_far,
+                    near_seeders: sets.as_ref().map_or(0, |s| s.near_seeders),
                     may_ask_far: &may_ask_far,
                     soon: &soon,
                     peer_is_seeder: live.seeder,
@@ -2040,6 +2060,13 @@ impl PeerHandler {
                         &result
                 {
                     fetching = Some((*piece, urgent.contains(&piece.get())));
+                }
+                if peer_is_far
+                    && !near.is_empty()
+                    && let AcquireResult::Reserved(piece) | AcquireResult::Stolen { piece, .. } =
+                        &result
+                {
+                    near_fetching = Some((*piece, urgent.contains(&piece.get())));
                 }
                 match result {
                     AcquireResult::Reserved(piece) => {
@@ -2089,6 +2116,18 @@ impl PeerHandler {
             if picker.is_some_and(|p| p.is_neighbour(from_peer.ip()) && !p.is_neighbour(self.addr.ip())) {
                 self.state.peers.demote_near(from_peer);
                 self.state.wake_piece_requesters();
+            }
+        }
+        if let Some((piece, for_read)) = near_fetching {
+            for e in self.state.peers.states.iter() {
+                if let Some(live) = e.value().get_live()
+                    && live.swarmfs_fetching
+                    && picker.is_some_and(|p| p.is_neighbour(e.key().ip()))
+                {
+                    let _ = live
+                        .tx
+                        .send(WriterRequest::SwarmfsNearFetching(piece.get(), for_read));
+                }
             }
         }
         if let Some((piece, for_read)) = fetching {
