@@ -115,6 +115,10 @@ const PEER_WINDOW_FLOOR: usize = 1;
 /// not asked of the origin by this host for this long: in the background at all, for a
 /// waiting read after [`FETCHING_HOLDS_READS`]. It is taken from that host once it
 /// announces it (a piece from the origin takes 110 ms median, 250 ms p90 in the boot).
+/// Longer at a limited link ([`slowdown`]), up to ten times: at 1 Mbit/s a hold of 100 s
+/// left a piece whose fetch was lost, or that only seeders had, asked of no peer for
+/// that long (examples/fleet_local, 256 hosts in racks: the last host at 221 s against
+/// a median of 57 s).
 pub const FETCHING_HOLDS: Duration = Duration::from_millis(1000);
 
 /// How long a read waits for a piece another host is fetching from the origin before
@@ -722,7 +726,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
             let a = self.ahead.lock().expect("not poisoned");
             a.iter().find(|(p, _)| *p == piece).map(|&(_, since)| since)
         });
-        if self.fetched_elsewhere_within(piece, FETCHING_HOLDS_READS * self.slowdown) {
+        if self.fetched_elsewhere_within(piece, FETCHING_HOLDS_READS * self.slowdown.min(10)) {
             return false;
         }
         // The turns go to the hosts the origin serves: one that chokes a host (aria2
@@ -773,13 +777,13 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         }
         let mut f = self.fetching.lock().expect("not poisoned");
         if f.len() >= 4096 {
-            f.retain(|_, t| t.elapsed() < FETCHING_HOLDS * self.slowdown);
+            f.retain(|_, t| t.elapsed() < FETCHING_HOLDS * self.slowdown.min(10));
         }
         f.insert(piece, Instant::now());
     }
 
     fn fetching_elsewhere(&self, piece: u32) -> bool {
-        self.fetched_elsewhere_within(piece, FETCHING_HOLDS * self.slowdown)
+        self.fetched_elsewhere_within(piece, FETCHING_HOLDS * self.slowdown.min(10))
     }
 
     fn may_ask_seeder_in_background(&self, piece: u32, peers: &[IpAddr]) -> bool {

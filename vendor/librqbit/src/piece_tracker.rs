@@ -138,9 +138,9 @@ where
     /// swarmfs patch: how many neighbours that unchoked us and are not seeders have
     /// `piece`. Neighbours that have every piece are seeders to librqbit, which asks a
     /// seeder only for what no other peer has and no other peer fetches from one (to
-    /// spare the origin); were they counted, a piece that only they and far peers had
-    /// was asked of nobody for as long as such a fetch held it (a 256-host fleet's last
-    /// host: 155 s against 73 s).
+    /// spare the origin); counted like the others, they kept far peers off a piece that
+    /// only they and far peers had, and it was asked of nobody for as long as such a
+    /// fetch held it (a 256-host fleet's last host: 155 s against 73 s).
     fn near_non_seeders(&self, piece: ValidPieceIndex) -> u32 {
         self.near_availability
             .get(piece.get_usize())
@@ -157,10 +157,18 @@ where
             || have > self.live_seeders.max(1)
     }
 
-    /// swarmfs patch: the peer asked is far and a neighbour that is not a seeder can send
-    /// `piece`.
+    /// swarmfs patch: the peer asked is far and a neighbour can send `piece`: one that
+    /// is not a seeder has it, or only seeders have it and librqbit would ask a seeder
+    /// for it (a neighbour that has every piece is asked only then).
     fn near_has(&self, piece: ValidPieceIndex) -> bool {
-        self.peer_is_far && self.near_non_seeders(piece) > 0
+        self.peer_is_far
+            && (self.near_non_seeders(piece) > 0
+                || (self.near_seeders > 0
+                    && self
+                        .availability
+                        .get(piece.get_usize())
+                        .is_none_or(|&have| have <= self.live_seeders.max(1))
+                    && !(self.fetching_elsewhere)(piece)))
     }
 
     /// swarmfs patch: the peer asked is far, and another neighbour is to fetch `piece`
@@ -275,13 +283,23 @@ impl PieceTracker {
         // background back for it would only idle the links.
         let mut obtainable = false;
         let (near, far, may_ask_far) = (req.near_availability, req.peer_is_far, req.may_ask_far);
-        let near_seeders = req.near_seeders;
+        let (near_seeders, all, live_seeders, elsewhere) = (
+            req.near_seeders,
+            req.availability,
+            req.live_seeders,
+            req.fetching_elsewhere,
+        );
         // A reader's piece is asked of a far peer neither when a neighbour has it nor
         // before the picker lets it (a neighbour is fetching it into the rack).
         let not_for_far = |p: ValidPieceIndex| {
             far && (near
                 .get(p.get_usize())
                 .is_some_and(|&n| n > near_seeders)
+                || (near_seeders > 0
+                    && all
+                        .get(p.get_usize())
+                        .is_none_or(|&have| have <= live_seeders.max(1))
+                    && !elsewhere(p))
                 || !may_ask_far(p, FarAsk::Read))
         };
         for piece in &mut req.priority_pieces {
