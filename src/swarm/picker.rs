@@ -299,6 +299,19 @@ impl Picker {
         &self.neighbours
     }
 
+    /// How long since `slot` (a piece's stamp in `first_candidate` or `far_candidate`,
+    /// milliseconds since `started` plus one; 0: none yet) was first stamped; stamps it now
+    /// if it was not.
+    fn waited_since_first(&self, slot: &std::sync::atomic::AtomicU32) -> Duration {
+        use std::sync::atomic::Ordering;
+        let now = self.started.elapsed().as_millis() as u32 + 1;
+        let first = match slot.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => now,
+            Err(t) => t,
+        };
+        Duration::from_millis((now - first) as u64)
+    }
+
     fn note_read_wait(&self) {
         let now = self.started.elapsed().as_millis() as u64 + 1;
         self.read_waited.store(now, AtomicOrdering::Relaxed);
@@ -546,13 +559,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
             }
         };
         // The turns count from when this host first came to the piece that way.
-        let now = now as u32;
-        let first = match slot.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => now,
-            Err(t) => t,
-        };
-        let waited = Duration::from_millis((now - first) as u64);
-        waited >= turn * slow * rank as u32
+        self.waited_since_first(slot) >= turn * slow * rank as u32
     }
 
     fn on_neighbour_fetching(&self, piece: u32, peer: IpAddr, _for_read: bool) {
@@ -787,7 +794,6 @@ impl librqbit::piece_picker::PiecePicker for Picker {
     }
 
     fn may_ask_seeder_in_background(&self, piece: u32, peers: &[IpAddr]) -> bool {
-        use std::sync::atomic::Ordering;
         // Hosts that rebuild the rest from a release they hold (a delta deploy) all lack
         // the same few pieces and would ask the origin for them in the same moment. In
         // each piece's host order, rank r waits r turns from when the piece first came
@@ -798,12 +804,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         let Some(slot) = self.first_candidate.get(piece as usize) else {
             return true; // not rebuilding: no stamps kept
         };
-        let now = self.started.elapsed().as_millis() as u32 + 1;
-        let first = match slot.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => now,
-            Err(t) => t,
-        };
-        let waited = Duration::from_millis((now - first) as u64);
+        let waited = self.waited_since_first(slot);
         let turn = SEEDER_STAGGER * self.slowdown;
         if waited >= turn * STAGGER_RANKS as u32 {
             return true;

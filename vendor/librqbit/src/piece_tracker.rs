@@ -129,18 +129,46 @@ where
     pub peer_bitfield: Option<&'a crate::type_aliases::BF>,
 }
 
-impl<I, P, S> AcquireRequest<'_, I, P, S>
+impl<'a, I, P, S> AcquireRequest<'a, I, P, S>
 where
     I: Iterator<Item = ValidPieceIndex>,
     P: Fn(ValidPieceIndex) -> bool,
     S: Fn(ValidPieceIndex) -> bool,
 {
-    /// swarmfs patch: how many neighbours that unchoked us and are not seeders have
-    /// `piece`. Neighbours that have every piece are seeders to librqbit, which asks a
-    /// seeder only for what no other peer has and no other peer fetches from one (to
-    /// spare the origin); counted like the others, they kept far peers off a piece that
-    /// only they and far peers had, and it was asked of nobody for as long as such a
-    /// fetch held it (a 256-host fleet's last host: 155 s against 73 s).
+    /// swarmfs patch: the request's view of neighbours, apart from the request (its
+    /// priority pieces are iterated while it is asked).
+    fn near(&self) -> Near<'a> {
+        Near {
+            near_availability: self.near_availability,
+            near_seeders: self.near_seeders,
+            availability: self.availability,
+            live_seeders: self.live_seeders,
+            peer_is_far: self.peer_is_far,
+            fetching_elsewhere: self.fetching_elsewhere,
+            may_ask_far: self.may_ask_far,
+        }
+    }
+}
+
+/// swarmfs patch: what an acquisition knows of neighbours (`AcquireRequest::near`).
+#[derive(Clone, Copy)]
+struct Near<'a> {
+    near_availability: &'a [u32],
+    near_seeders: u32,
+    availability: &'a [u32],
+    live_seeders: u32,
+    peer_is_far: bool,
+    fetching_elsewhere: &'a dyn Fn(ValidPieceIndex) -> bool,
+    may_ask_far: &'a dyn Fn(ValidPieceIndex, FarAsk) -> bool,
+}
+
+impl Near<'_> {
+    /// How many neighbours that unchoked us and are not seeders have `piece`.
+    /// Neighbours that have every piece are seeders to librqbit, which asks a seeder
+    /// only for what no other peer has and no other peer fetches from one (to spare the
+    /// origin); counted like the others, they kept far peers off a piece that only they
+    /// and far peers had, and it was asked of nobody for as long as such a fetch held it
+    /// (a 256-host fleet's last host: 155 s against 73 s).
     fn near_non_seeders(&self, piece: ValidPieceIndex) -> u32 {
         self.near_availability
             .get(piece.get_usize())
@@ -149,17 +177,17 @@ where
             .saturating_sub(self.near_seeders)
     }
 
-    /// swarmfs patch: for a seeder asked for `piece` (which `have` live peers have):
-    /// whether a peer that is not a seeder has it (for a seeder that is a neighbour, a
-    /// neighbour that is not one counts first).
+    /// For a seeder asked for `piece` (which `have` live peers have): whether a peer
+    /// that is not a seeder has it (for a seeder that is a neighbour, a neighbour that is
+    /// not one counts first).
     fn others_have(&self, piece: ValidPieceIndex, have: u32) -> bool {
         (!self.peer_is_far && self.near_non_seeders(piece) > 0)
             || have > self.live_seeders.max(1)
     }
 
-    /// swarmfs patch: the peer asked is far and a neighbour can send `piece`: one that
-    /// is not a seeder has it, or only seeders have it and librqbit would ask a seeder
-    /// for it (a neighbour that has every piece is asked only then).
+    /// The peer asked is far and a neighbour can send `piece`: one that is not a seeder
+    /// has it, or only seeders have it and librqbit would ask a seeder for it (a
+    /// neighbour that has every piece is asked only then).
     fn near_has(&self, piece: ValidPieceIndex) -> bool {
         self.peer_is_far
             && (self.near_non_seeders(piece) > 0
@@ -171,10 +199,10 @@ where
                     && !(self.fetching_elsewhere)(piece)))
     }
 
-    /// swarmfs patch: the peer asked is far, and another neighbour is to fetch `piece`
-    /// into the rack first.
-    fn not_my_turn(&self, piece: ValidPieceIndex) -> bool {
-        self.peer_is_far && !(self.may_ask_far)(piece, FarAsk::Queued)
+    /// The peer asked is far and the picker does not let it be asked for `piece` this
+    /// way now (another neighbour is to fetch it into the rack first).
+    fn not_my_turn(&self, piece: ValidPieceIndex, ask: FarAsk) -> bool {
+        self.peer_is_far && !(self.may_ask_far)(piece, ask)
     }
 }
 
@@ -282,26 +310,9 @@ impl PieceTracker {
         // Whether some peer has (or is sending) a priority piece: if none does, holding the
         // background back for it would only idle the links.
         let mut obtainable = false;
-        let (near, far, may_ask_far) = (req.near_availability, req.peer_is_far, req.may_ask_far);
-        let (near_seeders, all, live_seeders, elsewhere) = (
-            req.near_seeders,
-            req.availability,
-            req.live_seeders,
-            req.fetching_elsewhere,
-        );
         // A reader's piece is asked of a far peer neither when a neighbour has it nor
         // before the picker lets it (a neighbour is fetching it into the rack).
-        let not_for_far = |p: ValidPieceIndex| {
-            far && (near
-                .get(p.get_usize())
-                .is_some_and(|&n| n > near_seeders)
-                || (near_seeders > 0
-                    && all
-                        .get(p.get_usize())
-                        .is_none_or(|&have| have <= live_seeders.max(1))
-                    && !elsewhere(p))
-                || !may_ask_far(p, FarAsk::Read))
-        };
+        let near = req.near();
         for piece in &mut req.priority_pieces {
             if self.chunks.is_piece_have(piece) {
                 continue;
@@ -320,7 +331,7 @@ impl PieceTracker {
             match self.inflight.get(&piece) {
                 // swarmfs patch: a neighbour that has it sends it (if it is slow, the
                 // piece is taken from it after `priority_steal_after`).
-                None if not_for_far(piece) => {}
+                None if near.near_has(piece) || near.not_my_turn(piece, FarAsk::Read) => {}
                 None => return self.reserve_piece(piece, req.peer),
                 Some(info) if info.peer != req.peer => {
                     // swarmfs patch: a piece readers wait on that the origin is sending
@@ -406,13 +417,13 @@ impl PieceTracker {
             if self.chunks.is_piece_have(piece)
                 || self.inflight.contains_key(&piece)
                 || !(req.peer_has_piece)(piece)
-                || req.near_has(piece)
+                || near.near_has(piece)
                 || (req.peer_is_seeder
-                    && (req.others_have(piece, have) || !(req.may_ask_seeder)(piece)))
+                    && (near.others_have(piece, have) || !(req.may_ask_seeder)(piece)))
             {
                 continue;
             }
-            if req.not_my_turn(piece) {
+            if near.not_my_turn(piece, FarAsk::Queued) {
                 late.get_or_insert(piece);
                 continue;
             }
@@ -473,17 +484,17 @@ impl PieceTracker {
                     };
                     if !self.chunks.is_piece_queued(piece)
                         || !(req.peer_has_piece)(piece)
-                        || req.near_has(piece)
+                        || near.near_has(piece)
                     {
                         continue;
                     }
                     let have = req.availability.get(i as usize).copied().unwrap_or(0);
                     if req.peer_is_seeder
-                        && (req.others_have(piece, have) || (req.fetching_elsewhere)(piece))
+                        && (near.others_have(piece, have) || (req.fetching_elsewhere)(piece))
                     {
                         continue;
                     }
-                    if req.not_my_turn(piece) {
+                    if near.not_my_turn(piece, FarAsk::Queued) {
                         late.get_or_insert(piece);
                         // In a rack of 40 a far peer is asked for one piece in 40: a
                         // bounded look for one.
