@@ -273,6 +273,8 @@ pub fn serve(
         from_neighbours_bytes = stats.downloaded_near_bytes,
         uploaded_bytes = stats.uploaded_bytes,
         cpu_seconds = format!("{:.2}", usage.cpu_seconds),
+        system_seconds = format!("{:.2}", usage.system_seconds),
+        waits = usage.waits,
         cpu_seconds_per_gb =
             usage::cpu_per_gb(&usage, stats.downloaded_bytes).map(|c| format!("{c:.2}")),
         peak_rss_mib = usage.peak_rss_bytes >> 20,

@@ -7,6 +7,14 @@
 pub struct Usage {
     pub cpu_seconds: f64,
     pub peak_rss_bytes: u64,
+    /// Of `cpu_seconds`, the kernel's share (system calls, and the network stack's work done
+    /// on this process's behalf): where a cost per byte goes.
+    #[serde(default)]
+    pub system_seconds: f64,
+    /// Times a thread of this process went to sleep waiting (voluntary context switches): the
+    /// wake-ups a cost per byte is made of.
+    #[serde(default)]
+    pub waits: u64,
 }
 
 pub fn usage() -> Usage {
@@ -20,6 +28,8 @@ pub fn usage() -> Usage {
         cpu_seconds: secs(r.ru_utime) + secs(r.ru_stime),
         // Linux reports ru_maxrss in KiB.
         peak_rss_bytes: r.ru_maxrss as u64 * 1024,
+        system_seconds: secs(r.ru_stime),
+        waits: r.ru_nvcsw as u64,
     }
 }
 
