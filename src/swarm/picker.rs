@@ -184,7 +184,18 @@ pub const REPEAT_HOLD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// [`REPEAT_HOLD`] at an uplink limited to `upload_limit` bytes/s.
 pub fn repeat_hold(upload_limit: Option<std::num::NonZeroU32>) -> std::time::Duration {
-    REPEAT_HOLD * slowdown(upload_limit).min(10)
+    REPEAT_HOLD * hold_stretch(upload_limit)
+}
+
+/// Holds on another host's copy (the origin's [`REPEAT_HOLD`], [`FETCHING_HOLDS`],
+/// [`FETCHING_HOLDS_READS`]) stretch with a limited link as the waits do, but at most this
+/// much: a piece held for a copy that was lost waits the whole hold (at 1 Mbit/s a hold
+/// stretched 100x left a piece unasked for 100 s).
+pub const MAX_HOLD_STRETCH: u32 = 10;
+
+/// How much the holds stretch at a link limited to `limit` bytes/s.
+pub fn hold_stretch(limit: Option<std::num::NonZeroU32>) -> u32 {
+    slowdown(limit).min(MAX_HOLD_STRETCH)
 }
 
 pub struct Picker {
@@ -524,7 +535,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         let (Some(me), Some(slot)) = (self.me, self.far_candidate.get(piece as usize)) else {
             return true;
         };
-        let slow = self.slowdown.min(10);
+        let slow = self.slowdown.min(MAX_HOLD_STRETCH);
         // A neighbour is fetching it: it comes from that neighbour once announced.
         let fetching_near = {
             let f = self.near_fetching.lock().expect("not poisoned");
@@ -572,7 +583,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         );
         let mut f = self.near_fetching.lock().expect("not poisoned");
         if f.len() >= 4096 {
-            f.retain(|_, t| t.elapsed() < FETCHING_HOLDS * self.slowdown.min(10));
+            f.retain(|_, t| t.elapsed() < FETCHING_HOLDS * self.slowdown.min(MAX_HOLD_STRETCH));
         }
         f.insert(piece, Instant::now());
     }
@@ -733,7 +744,10 @@ impl librqbit::piece_picker::PiecePicker for Picker {
             let a = self.ahead.lock().expect("not poisoned");
             a.iter().find(|(p, _)| *p == piece).map(|&(_, since)| since)
         });
-        if self.fetched_elsewhere_within(piece, FETCHING_HOLDS_READS * self.slowdown.min(10)) {
+        if self.fetched_elsewhere_within(
+            piece,
+            FETCHING_HOLDS_READS * self.slowdown.min(MAX_HOLD_STRETCH),
+        ) {
             return false;
         }
         // The turns go to the hosts the origin serves: one that chokes a host (aria2
@@ -784,13 +798,13 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         }
         let mut f = self.fetching.lock().expect("not poisoned");
         if f.len() >= 4096 {
-            f.retain(|_, t| t.elapsed() < FETCHING_HOLDS * self.slowdown.min(10));
+            f.retain(|_, t| t.elapsed() < FETCHING_HOLDS * self.slowdown.min(MAX_HOLD_STRETCH));
         }
         f.insert(piece, Instant::now());
     }
 
     fn fetching_elsewhere(&self, piece: u32) -> bool {
-        self.fetched_elsewhere_within(piece, FETCHING_HOLDS * self.slowdown.min(10))
+        self.fetched_elsewhere_within(piece, FETCHING_HOLDS * self.slowdown.min(MAX_HOLD_STRETCH))
     }
 
     fn may_ask_seeder_in_background(&self, piece: u32, peers: &[IpAddr]) -> bool {
