@@ -473,15 +473,27 @@ async fn main() -> anyhow::Result<()> {
     // side, the origin's bytes included), in release copies.
     let mut rack_in: std::collections::BTreeMap<u8, f64> = Default::default();
     let mut near_bytes = 0.0;
-    if a.rack_size > 0 {
-        for (h, (f, _)) in fetchers.iter().enumerate() {
-            let mine = rack_of(host_ip(h, a.rack_size));
-            for (peer, n) in f.downloaded_by_peer() {
-                if rack_of(peer.ip()) == mine {
-                    near_bytes += n as f64;
-                } else {
-                    *rack_in.entry(mine.unwrap_or(0)).or_default() += n as f64 / size;
-                }
+    // Every byte that came in, by peer, and of it what was not used (the piece done or
+    // taken from another peer meanwhile, the chunk come already, its request cancelled
+    // too late), in all and from the origin.
+    let (mut arrived, mut discarded, mut from_origin, mut origin_discarded) = (0.0, 0.0, 0.0, 0.0);
+    for (h, (f, _)) in fetchers.iter().enumerate() {
+        let mine = rack_of(host_ip(h, a.rack_size));
+        for p in f.downloaded_by_peer() {
+            let (peer, n) = (p.addr, p.bytes as f64);
+            arrived += n;
+            discarded += p.discarded as f64;
+            if peer == origin_addr {
+                from_origin += n;
+                origin_discarded += p.discarded as f64;
+            }
+            if a.rack_size == 0 {
+                continue;
+            }
+            if rack_of(peer.ip()) == mine {
+                near_bytes += n;
+            } else {
+                *rack_in.entry(mine.unwrap_or(0)).or_default() += n / size;
             }
         }
     }
@@ -503,7 +515,12 @@ async fn main() -> anyhow::Result<()> {
         "rack_in_copies": rack_in,
         "rack_in_copies_median": median(&rack_in),
         "rack_in_copies_max": rack_in.iter().cloned().fold(0.0, f64::max),
-        "in_rack_share": round(near_bytes / received.iter().sum::<f64>().max(1.0)),
+        "in_rack_share": round(near_bytes / arrived.max(1.0)),
+        // Copies of the release the hosts got from the origin, and of those the copies
+        // not used; of all the bytes that arrived, the share not used.
+        "from_origin_copies": round(from_origin / size),
+        "origin_discarded_copies": round(origin_discarded / size),
+        "discarded_share": round(discarded / arrived.max(1.0)),
         "boot_reads": reads.len(),
         "boot_piece_bytes": boot_bytes,
         "boot_s": boot,

@@ -58,7 +58,7 @@ import glob, json, os, re, sys
 run = sys.argv[1]
 logs = sorted(glob.glob(os.path.join(run, "swarmfs-lazy", "h*", "client.log")),
               key=lambda p: int(re.search(r"/h(\d+)/", p).group(1)))
-cpu, rss, gb, sys_share, waits = [], [], [], [], []
+cpu, rss, gb, sys_share, waits, discarded = [], [], [], [], [], []
 for p in logs:
     text = re.sub(r"\x1b\[[0-9;]*m", "", open(p, errors="replace").read())
     m = [l for l in text.splitlines() if "mount ends" in l]
@@ -75,12 +75,15 @@ for p in logs:
     if "system_seconds" in f and c > 0:
         sys_share.append(round(float(f["system_seconds"].strip('"')) / c, 2))
         waits.append(round(int(f["waits"]) / max(got / 1e6, 1e-9), 1))
+    if "discarded_bytes" in f:
+        discarded.append(round(int(f["discarded_bytes"]) / max(got, 1), 3))
 if cpu:
     print(json.dumps({"scenario": "swarmfs-lazy", "cost": "per host",
                       "cpu_s_per_gb": cpu, "cpu_s_per_gb_max": max(cpu),
                       "peak_rss_mib": rss, "peak_rss_mib_max": max(rss),
                       "received_gb": gb,
-                      **({"system_share": sys_share, "waits_per_mb": waits} if sys_share else {})}))
+                      **({"system_share": sys_share, "waits_per_mb": waits} if sys_share else {}),
+                      **({"discarded_share": discarded} if discarded else {})}))
 PY
 # Where the boot time went (one more JSON line), when the run had swarmfs hosts.
 if [ -d "$run/swarmfs-lazy" ]; then

@@ -271,6 +271,7 @@ pub fn serve(
     info!(
         downloaded_bytes = stats.downloaded_bytes,
         from_neighbours_bytes = stats.downloaded_near_bytes,
+        discarded_bytes = fetcher.discarded_bytes(),
         uploaded_bytes = stats.uploaded_bytes,
         cpu_seconds = format!("{:.2}", usage.cpu_seconds),
         system_seconds = format!("{:.2}", usage.system_seconds),

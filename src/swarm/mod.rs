@@ -106,6 +106,17 @@ pub enum SwarmError {
     Halted(String),
 }
 
+/// What came from one peer ([`Fetcher::downloaded_by_peer`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FromPeer {
+    pub addr: SocketAddr,
+    /// Chunk bytes received from it.
+    pub bytes: u64,
+    /// Of those, bytes not used: the piece was done or taken from another peer meanwhile,
+    /// the chunk had come already, or its request had been cancelled.
+    pub discarded: u64,
+}
+
 /// What a running torrent has done so far.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SwarmStats {
@@ -415,9 +426,15 @@ impl Fetcher {
         }
         self.downloaded_by_peer()
             .into_iter()
-            .filter(|(a, _)| near.contains(a.ip()))
-            .map(|(_, n)| n)
+            .filter(|p| near.contains(p.addr.ip()))
+            .map(|p| p.bytes - p.discarded)
             .sum()
+    }
+
+    /// Chunk bytes that arrived and were not used (the piece done or taken from another
+    /// peer meanwhile, the chunk come already, its request cancelled), from every peer.
+    pub fn discarded_bytes(&self) -> u64 {
+        self.downloaded_by_peer().iter().map(|p| p.discarded).sum()
     }
 
     /// Where `piece` stands in the engine (who has it, whether it is in flight): one line,
@@ -430,7 +447,7 @@ impl Fetcher {
     }
 
     /// Bytes received from each peer this mount has known (connected now or before).
-    pub fn downloaded_by_peer(&self) -> Vec<(SocketAddr, u64)> {
+    pub fn downloaded_by_peer(&self) -> Vec<FromPeer> {
         let Some(live) = self.torrent.live() else {
             return vec![];
         };
@@ -440,7 +457,13 @@ impl Fetcher {
         live.per_peer_stats_snapshot(all)
             .peers
             .iter()
-            .filter_map(|(addr, p)| Some((addr.parse().ok()?, p.counters.fetched_bytes)))
+            .filter_map(|(addr, p)| {
+                Some(FromPeer {
+                    addr: addr.parse().ok()?,
+                    bytes: p.counters.fetched_bytes,
+                    discarded: p.counters.discarded_bytes.min(p.counters.fetched_bytes),
+                })
+            })
             .collect()
     }
 

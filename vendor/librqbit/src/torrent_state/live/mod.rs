@@ -2748,6 +2748,7 @@ impl PeerHandler {
             .context("peer not found")??;
 
         if !should_process {
+            discarded(&self.counters, &piece);
             return Ok(());
         }
 
@@ -2761,6 +2762,13 @@ impl PeerHandler {
             .counters
             .fetched_bytes
             .fetch_add(piece.len() as u64, Ordering::Relaxed);
+
+        // swarmfs patch: counts a chunk that arrived but is not used.
+        fn discarded(counters: &AtomicPeerCounters, piece: &Piece<ByteBuf<'_>>) {
+            counters
+                .discarded_bytes
+                .fetch_add(piece.len() as u64, Ordering::Relaxed);
+        }
 
         fn write_to_disk(
             state: &TorrentStateLive,
@@ -2789,6 +2797,7 @@ impl PeerHandler {
                         // swarmfs patch: a chunk that came already from another peer
                         // sending this piece is not written again.
                         if g.get_pieces()?.chunks().is_chunk_received(chunk_info) {
+                            discarded(counters, piece);
                             return Ok(());
                         }
                     }
@@ -2797,6 +2806,7 @@ impl PeerHandler {
                             "in-flight piece {} was stolen by {}, ignoring",
                             chunk_info.piece_index, inflight.peer
                         );
+                        discarded(counters, piece);
                         return Ok(());
                     }
                     None => {
@@ -2804,6 +2814,7 @@ impl PeerHandler {
                             "in-flight piece {} not found. it was probably completed by someone else",
                             chunk_info.piece_index
                         );
+                        discarded(counters, piece);
                         return Ok(());
                     }
                 };
@@ -2853,6 +2864,7 @@ impl PeerHandler {
                     Some(ChunkMarkingResult::PreviouslyCompleted) => {
                         // TODO: we might need to send cancellations here.
                         debug!("piece={} was done by someone else, ignoring", piece.index);
+                        discarded(counters, piece);
                         return Ok(());
                     }
                     Some(ChunkMarkingResult::NotCompleted) => None,

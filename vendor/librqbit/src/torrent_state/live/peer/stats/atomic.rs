@@ -23,6 +23,9 @@ pub(crate) struct PeerCountersAtomic {
     pub total_piece_download_ms: AtomicU64,
     pub times_stolen_from_me: AtomicU32,
     pub times_i_stole: AtomicU32,
+    /// swarmfs patch: chunk bytes from this peer that were not used: the piece was done,
+    /// taken by another peer, or the chunk had come already, or its request was cancelled.
+    pub discarded_bytes: AtomicU64,
 }
 
 impl PeerCountersAtomic {

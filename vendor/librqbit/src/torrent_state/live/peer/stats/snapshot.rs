@@ -21,6 +21,9 @@ pub struct PeerCounters {
     pub total_piece_download_ms: u64,
     pub times_stolen_from_me: u32,
     pub times_i_stole: u32,
+    /// swarmfs patch: chunk bytes from this peer that were not used.
+    #[serde(default)]
+    pub discarded_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -50,6 +53,7 @@ impl From<&super::atomic::PeerCountersAtomic> for PeerCounters {
             total_piece_download_ms: counters.total_piece_download_ms.load(Ordering::Relaxed),
             times_i_stole: counters.times_i_stole.load(Ordering::Relaxed),
             times_stolen_from_me: counters.times_stolen_from_me.load(Ordering::Relaxed),
+            discarded_bytes: counters.discarded_bytes.load(Ordering::Relaxed),
         }
     }
 }
