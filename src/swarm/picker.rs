@@ -64,6 +64,17 @@ pub const SMALL_FILE: u64 = 1 << 20;
 /// took it as a background piece, can hold it for seconds).
 pub const URGENT_STEAL_AFTER: std::time::Duration = std::time::Duration::from_millis(300);
 
+/// A piece a reader waits on that a peer is sending is helped by others (up to two more
+/// peers asked for the chunks still missing) only once it has been in flight this long:
+/// a piece on time completes from its first peer, and every helper's chunks that come
+/// after are thrown away. Helped at once, a fleet of 256 hosts (examples/fleet_local,
+/// 1 Mbit/s) asked for 19,453 helps against 10,918 read requests and dropped 14% of all
+/// it received. 2026-12-07, 64 hosts at 1 Mbit/s (5 s here), two runs each, alternating:
+/// dropped 11.5-11.9% against 15.5-16.6%, origin 1.42-1.47 copies against 1.58-1.70,
+/// last host 59.8-61.2 s against 62.0-63.3 s; the namespace bench (8 x 128 MB, 32 x
+/// 64 MB) no different beyond its noise (docs/experiments.md).
+pub const URGENT_HELP_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A piece readers wait on that only the origin has is asked of it by one host of the
 /// fleet first, by the next host this much later, and so on (an order per piece that
 /// every host computes alike, [`seeder_rank`]); in between, the hosts that have it
@@ -712,6 +723,10 @@ impl librqbit::piece_picker::PiecePicker for Picker {
 
     fn urgent_steal_after(&self) -> Option<std::time::Duration> {
         Some(URGENT_STEAL_AFTER * self.slowdown)
+    }
+
+    fn urgent_help_after(&self) -> Option<std::time::Duration> {
+        Some(URGENT_HELP_AFTER * self.slowdown)
     }
 
     fn seeder_request_window(&self) -> Option<usize> {

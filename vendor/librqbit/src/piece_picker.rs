@@ -42,6 +42,13 @@ pub trait PiecePicker: Send + Sync {
         None
     }
 
+    /// An urgent piece another peer is sending is helped by others (the chunks still
+    /// missing asked of them too) only once it has been in flight this long. `None`: at
+    /// once.
+    fn urgent_help_after(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Whether background (not urgent) pieces may be started now. Only honoured while
     /// some live peer has, or is sending, one of the urgent pieces.
     fn background_allowed(&self) -> bool {

@@ -103,6 +103,9 @@ where
     pub live_seeders: u32,
     /// swarmfs patch: a priority piece in flight with another peer this long is taken over.
     pub priority_steal_after: Option<Duration>,
+    /// swarmfs patch: a priority piece in flight with another peer is helped only once it
+    /// has been in flight this long (`None`: at once).
+    pub priority_help_after: Option<Duration>,
     /// swarmfs patch: whether background (non-priority) pieces may be started now, and
     /// if not, how many of the first tiers still may.
     pub background_allowed: bool,
@@ -354,6 +357,9 @@ impl PieceTracker {
                         && !info.helpers.contains(&req.peer)
                         && !same_host(info.peer, req.peer)
                         && !info.helpers.iter().any(|h| same_host(*h, req.peer))
+                        && req
+                            .priority_help_after
+                            .is_none_or(|after| info.started.elapsed() >= after)
                     {
                         help = Some(piece);
                     }
@@ -889,6 +895,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -944,6 +951,7 @@ mod tests {
                 peer_is_seeder: is_seeder,
                 live_seeders: 1,
                 priority_steal_after: None,
+                priority_help_after: None,
                 background_allowed: true,
                 tiers_while_held_back: 0,
                 may_ask_seeder: &|_| true,
@@ -996,6 +1004,7 @@ mod tests {
                 peer_is_seeder,
                 live_seeders: 1,
                 priority_steal_after: None,
+                priority_help_after: None,
                 background_allowed: true,
                 tiers_while_held_back: 0,
                 may_ask_seeder: &|_| true,
@@ -1049,6 +1058,7 @@ mod tests {
                 peer_is_seeder: false,
                 live_seeders: 0,
                 priority_steal_after: None,
+                priority_help_after: None,
                 background_allowed: true,
                 tiers_while_held_back: 0,
                 may_ask_seeder: &|_| true,
@@ -1107,6 +1117,7 @@ mod tests {
                 peer_is_seeder: false,
                 live_seeders: 1,
                 priority_steal_after: None,
+                priority_help_after: None,
                 background_allowed: true,
                 tiers_while_held_back: 0,
                 may_ask_seeder: &|_| true,
@@ -1172,6 +1183,7 @@ mod tests {
                 peer_is_seeder: false,
                 live_seeders: 1,
                 priority_steal_after: None,
+                priority_help_after: None,
                 background_allowed: true,
                 tiers_while_held_back: 0,
                 may_ask_seeder: &|_| true,
@@ -1246,6 +1258,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1292,6 +1305,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1343,6 +1357,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1389,6 +1404,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1436,6 +1452,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1466,6 +1483,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1498,6 +1516,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1555,6 +1574,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1582,6 +1602,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1617,6 +1638,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1673,6 +1695,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1717,6 +1740,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1783,6 +1807,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1817,6 +1842,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1857,6 +1883,7 @@ mod tests {
             peer_is_seeder: false,
             live_seeders: 0,
             priority_steal_after: None,
+            priority_help_after: None,
             background_allowed: true,
             tiers_while_held_back: 0,
             may_ask_seeder: &|_| true,
@@ -1879,8 +1906,9 @@ mod tests {
         }
     }
 
-    /// swarmfs patch: a piece a reader waits on is helped by other peers, taken over from
-    /// a seeder at once, and fetched from one peer only after a multi-source hash failure.
+    /// swarmfs patch: a piece a reader waits on is helped by other peers (once it has been
+    /// in flight `priority_help_after`), taken over from a seeder at once, and fetched from
+    /// one peer only after a multi-source hash failure.
     #[test]
     fn test_urgent_piece_helped_taken_over_and_single_source_after_failure() {
         let file_infos = make_test_file_infos(4);
@@ -1908,6 +1936,7 @@ mod tests {
                 peer_is_seeder: seeders.contains(&who),
                 live_seeders: seeders.len() as u32,
                 priority_steal_after: None,
+                priority_help_after: None,
                 background_allowed: true,
                 tiers_while_held_back: 0,
                 may_ask_seeder: &|_| true,
@@ -1919,6 +1948,36 @@ mod tests {
             })
         };
         assert!(matches!(ask(&mut tracker, host(1), &[]), AcquireResult::Reserved(p) if p == piece));
+        // Not before the piece has been in flight `priority_help_after`.
+        let early = tracker.acquire_piece(AcquireRequest {
+            peer: host(2),
+            peer_avg_time: None,
+            priority_pieces: std::iter::once(piece),
+            file_priorities: &file_priorities,
+            file_infos: &file_infos,
+            peer_has_piece: |_| true,
+            can_steal: |_| true,
+            background_order: Some(&[]),
+            availability: &[],
+            near_availability: &[],
+            peer_is_far: false,
+            near_seeders: 0,
+            may_ask_far: &|_, _| true,
+            soon: &[],
+            peer_is_seeder: false,
+            live_seeders: 0,
+            priority_steal_after: None,
+            priority_help_after: Some(Duration::from_secs(3600)),
+            background_allowed: true,
+            tiers_while_held_back: 0,
+            may_ask_seeder: &|_| true,
+            fetching_elsewhere: &|_| false,
+            only_priority: true,
+            peer_bitfield: None,
+            seeders: &[],
+            all_seeders: &[],
+        });
+        assert!(matches!(early, AcquireResult::NoneAvailable), "{early:?}");
         // Another host helps; a second connection to that host does not; a seeder does not.
         assert!(matches!(ask(&mut tracker, host(2), &[host(9)]), AcquireResult::Help(p) if p == piece));
         assert!(matches!(ask(&mut tracker, other_port(2), &[host(9)]), AcquireResult::NoneAvailable));
@@ -1962,6 +2021,7 @@ mod tests {
                 peer_is_seeder: who == host(9),
                 live_seeders: 1,
                 priority_steal_after: None,
+                priority_help_after: None,
                 background_allowed: true,
                 tiers_while_held_back: 0,
                 may_ask_seeder: &|_| true,

@@ -2024,6 +2024,7 @@ impl PeerHandler {
                     peer_is_seeder: live.seeder,
                     live_seeders: self.state.peers.stats().live_seeders,
                     priority_steal_after: picker.and_then(|p| p.urgent_steal_after()),
+                    priority_help_after: picker.and_then(|p| p.urgent_help_after()),
                     peer: self.addr,
                     peer_avg_time: self.counters.average_piece_download_time(),
                     background_order: background_order.as_deref(),
