@@ -92,8 +92,9 @@ impl Policy {
         let slowdown = (pk::REFERENCE_RATE as f64 / rate_bytes).max(1.0);
         let slot_s = piece_bytes / rate_bytes;
         let slots = |d: std::time::Duration| (d.as_secs_f64() * slowdown / slot_s).ceil() as u32;
-        // The holds on another host's copy stretch at most `MAX_HOLD_STRETCH` times.
-        let stretch = slowdown.min(pk::MAX_HOLD_STRETCH as f64);
+        // The holds on another host's copy stretch as the picker's do (at most
+        // `MAX_HOLD_STRETCH` times).
+        let stretch = pk::hold_stretch(std::num::NonZeroU32::new(rate_bytes as u32)) as f64;
         let held = |d: std::time::Duration| (d.as_secs_f64() * stretch / slot_s).ceil() as u32;
         Policy {
             window: ((pk::SEEDER_WINDOW as f64 / slowdown).max(2.0) * 16384.0 / piece_bytes).ceil()

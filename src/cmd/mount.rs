@@ -56,9 +56,10 @@ pub struct MountArgs {
     /// Which peers are neighbours (the same subnet or rack): a piece a neighbour has is
     /// asked of neighbours, not of peers farther away (a slow neighbour loses a piece a
     /// reader waits on to others), a piece none has is fetched from afar by one of them,
-    /// and neighbours are dialled first, so a piece crosses a rack's uplink about once. `auto`: this host's /24 (IPv4) or /64 (IPv6); CIDRs such as
-    /// 10.2.3.0/26 where a rack is smaller or larger; `off`. `status` shows the bytes
-    /// received from neighbours.
+    /// and neighbours are dialled first, so a piece crosses a rack's uplink about once.
+    /// `auto`: this host's /24 (IPv4) or /64 (IPv6); CIDRs such as 10.2.3.0/26 where a
+    /// rack is smaller or larger; `off`. `status` shows the bytes received from
+    /// neighbours.
     #[arg(long, value_name = "auto|off|CIDR,...", default_value = "auto")]
     pub local_net: swarm::LocalNet,
     /// Let users other than the mount's owner read the mount (FUSE `allow_other`).

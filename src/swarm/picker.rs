@@ -364,6 +364,22 @@ impl Picker {
 
     /// Whether another host said, less than `within` ago, that it asked the origin for
     /// `piece`.
+    /// How much the holds on another host's fetch stretch here ([`hold_stretch`]).
+    fn hold_stretch(&self) -> u32 {
+        self.slowdown.min(MAX_HOLD_STRETCH)
+    }
+
+    /// Records that another host said it fetches `piece` (in `fetches`: from the origin,
+    /// or a neighbour from afar); entries older than the longest hold go once it is large.
+    fn note_fetch(&self, fetches: &Mutex<HashMap<u32, Instant>>, piece: u32) {
+        let mut f = fetches.lock().expect("not poisoned");
+        if f.len() >= 4096 {
+            let hold = FETCHING_HOLDS * self.hold_stretch();
+            f.retain(|_, t| t.elapsed() < hold);
+        }
+        f.insert(piece, Instant::now());
+    }
+
     fn fetched_elsewhere_within(&self, piece: u32, within: Duration) -> bool {
         let f = self.fetching.lock().expect("not poisoned");
         f.get(&piece).is_some_and(|t| t.elapsed() < within)
@@ -546,7 +562,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         let (Some(me), Some(slot)) = (self.me, self.far_candidate.get(piece as usize)) else {
             return true;
         };
-        let slow = self.slowdown.min(MAX_HOLD_STRETCH);
+        let slow = self.hold_stretch();
         // A neighbour is fetching it: it comes from that neighbour once announced.
         let fetching_near = {
             let f = self.near_fetching.lock().expect("not poisoned");
@@ -592,11 +608,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
             self.started.elapsed().as_millis() as u64 + 1,
             std::sync::atomic::Ordering::Relaxed,
         );
-        let mut f = self.near_fetching.lock().expect("not poisoned");
-        if f.len() >= 4096 {
-            f.retain(|_, t| t.elapsed() < FETCHING_HOLDS * self.slowdown.min(MAX_HOLD_STRETCH));
-        }
-        f.insert(piece, Instant::now());
+        self.note_fetch(&self.near_fetching, piece);
     }
 
     fn urgent(&self, out: &mut Vec<u32>) {
@@ -759,10 +771,7 @@ impl librqbit::piece_picker::PiecePicker for Picker {
             let a = self.ahead.lock().expect("not poisoned");
             a.iter().find(|(p, _)| *p == piece).map(|&(_, since)| since)
         });
-        if self.fetched_elsewhere_within(
-            piece,
-            FETCHING_HOLDS_READS * self.slowdown.min(MAX_HOLD_STRETCH),
-        ) {
+        if self.fetched_elsewhere_within(piece, FETCHING_HOLDS_READS * self.hold_stretch()) {
             return false;
         }
         // The turns go to the hosts the origin serves: one that chokes a host (aria2
@@ -811,15 +820,11 @@ impl librqbit::piece_picker::PiecePicker for Picker {
         if self.pieces.has(piece as u64) {
             return;
         }
-        let mut f = self.fetching.lock().expect("not poisoned");
-        if f.len() >= 4096 {
-            f.retain(|_, t| t.elapsed() < FETCHING_HOLDS * self.slowdown.min(MAX_HOLD_STRETCH));
-        }
-        f.insert(piece, Instant::now());
+        self.note_fetch(&self.fetching, piece);
     }
 
     fn fetching_elsewhere(&self, piece: u32) -> bool {
-        self.fetched_elsewhere_within(piece, FETCHING_HOLDS * self.slowdown.min(MAX_HOLD_STRETCH))
+        self.fetched_elsewhere_within(piece, FETCHING_HOLDS * self.hold_stretch())
     }
 
     fn may_ask_seeder_in_background(&self, piece: u32, peers: &[IpAddr]) -> bool {
