@@ -12,12 +12,14 @@
 //! `--max-peers` others (a random graph, as a tracker's random handout builds it; the
 //! origin is known to the first `--max-peers` hosts to connect). The policy is swarmfs's
 //! picker's ([`swarmfs::swarm::picker`]): the boot set first (every host reads the same
-//! start-up pieces), each host in its own shuffled order; then the rarest of the pieces its
-//! peers offer, ties at random; a piece some peer has is never asked of the origin. The
-//! origin serves first copies before repeats and begins a repeat only `repeat_hold` after
-//! the piece's last copy began, and a host that gets from a peer a piece it asked the
+//! start-up pieces), each host in its own shuffled order, and while no free peer has its
+//! next start-up piece, a background piece from its peers; then the rarest of the pieces
+//! its peers offer, ties at random; a piece some peer has is never asked of the origin.
+//! The origin serves pieces readers wait on first, other first copies before repeats, and
+//! begins a repeat only `repeat_hold` after the piece's last copy began (a waited-on
+//! piece's after `read_hold`), and a host that gets from a peer a piece it asked the
 //! origin for cancels the request (`--repeat-hold 0`: the rules before, first come, first
-//! served, and nothing cancelled).
+//! served, and nothing cancelled; `--read-hold 0`: waited-on pieces never held).
 //! Racks (`--rack 40`): a rack's uplink carries a quarter of its hosts' rate, each way;
 //! with `--locality`, half of a host's peers are in its rack (swarmfs prefers peers in
 //! its own subnet) and a piece is taken from a peer in the rack when one has it.
@@ -84,6 +86,9 @@ struct Policy {
     /// host that asked it for a piece takes it from a peer that has it and cancels. 0:
     /// the rules before (first come, first served, no cancels).
     repeat_hold: u32,
+    /// Its hold on repeats of a piece a reader waits on (`picker::read_repeat_hold`),
+    /// which otherwise go first and unheld. 0: not held.
+    read_hold: u32,
 }
 
 impl Policy {
@@ -104,6 +109,10 @@ impl Policy {
             stagger: slots(pk::SEEDER_STAGGER),
             // The seed's hold is its own (at most ten times the unlimited one).
             repeat_hold: (pk::repeat_hold(std::num::NonZeroU32::new(rate_bytes as u32))
+                .as_secs_f64()
+                / slot_s)
+                .ceil() as u32,
+            read_hold: (pk::read_repeat_hold(std::num::NonZeroU32::new(rate_bytes as u32))
                 .as_secs_f64()
                 / slot_s)
                 .ceil() as u32,
@@ -153,6 +162,13 @@ impl Rng {
         }
     }
 }
+
+/// Missing pieces a host tries, at random, for one a free peer has, each slot past its
+/// start-up. The code asks every connection with room in its window for the rarest piece
+/// that peer has, so a host idles only when no free peer has anything it lacks; with 6
+/// tries, 60% of the model's idle host-slots had such a peer (1,000 hosts), with 12, 35%
+/// (more tries cost time: 10,000 hosts in racks take minutes).
+const TRIES: usize = 12;
 
 /// The peers of each host: a random graph of degree up to `max_peers` (each host dials
 /// random others until its slots are full or the others it tries are, as librqbit dials
@@ -249,10 +265,10 @@ fn simulate(s: &Shape) -> Outcome {
         rack_down.iter_mut().for_each(|x| *x = 0);
         // The origin. Without a hold: what it was asked first (a piece the host has
         // meanwhile had from a peer is sent all the same). With one: requests cancelled
-        // are dropped; a piece a reader waits on goes first and is never held (the
-        // seed's "wait" class, `swarmfs_fetching {"wait": piece}`); then first copies
-        // before repeats, and a repeat waits until the last copy of its piece began
-        // `repeat_hold` slots ago.
+        // are dropped; a piece a reader waits on goes first (the seed's "wait" class,
+        // `swarmfs_fetching {"wait": piece}`), a repeat of it once its last copy began
+        // `read_hold` slots ago; then first copies before repeats, and a repeat waits
+        // until the last copy of its piece began `repeat_hold` slots ago.
         for _ in 0..s.origin_rate {
             let hold = s.policy.repeat_hold;
             let next = if hold == 0 {
@@ -261,7 +277,11 @@ fn simulate(s: &Shape) -> Outcome {
                 origin_q.retain(|&(h, p, _)| {
                     requested[h as usize * words + p as usize / 64] >> (p % 64) & 1 == 1
                 });
-                let read = origin_q.iter().position(|&(_, _, read)| read);
+                let read_hold = s.policy.read_hold;
+                let read = origin_q.iter().position(|&(_, p, read)| {
+                    let (begun, last) = copies[p as usize];
+                    read && (begun == 0 || slot - last >= read_hold)
+                });
                 let first = || {
                     origin_q
                         .iter()
@@ -289,92 +309,116 @@ fn simulate(s: &Shape) -> Outcome {
             if miss.is_empty() {
                 continue;
             }
-            // The boot set in order of this host's shuffle, then the rarest of a few
+            // The boot set in order of this host's shuffle, then the rarest of `TRIES`
             // pieces tried at random.
             let booting = out.boot[h] == 0 && (miss[0] as usize) < s.boot;
-            let tries = if booting { miss.len().min(4) } else { 6 };
+            let tries = if booting { miss.len().min(4) } else { TRIES };
             if booting && waiting_since[h].0 != miss[0] {
                 waiting_since[h] = (miss[0], slot);
             }
             let mut best: Option<(u32, usize, u32)> = None; // (count, index in miss, source)
             let mut ask_origin: Option<u32> = None;
-            for t in 0..tries.min(miss.len()) {
-                let i = if booting { t } else { rng.below(miss.len()) };
-                let p = miss[i] as usize;
-                if booting && p >= s.boot {
+            // A host whose start-up piece no free peer has meanwhile takes a background
+            // piece from its peers (its other connections' windows do), never from the
+            // origin.
+            let passes = if booting { 2 } else { 1 };
+            for pass in 0..passes {
+                let bg = pass == 1;
+                if bg && best.is_some() {
                     break;
                 }
-                let on_its_way = requested[h * words + p / 64] >> (p % 64) & 1 == 1;
-                if on_its_way && s.policy.repeat_hold == 0 {
-                    continue; // on its way from the origin
-                }
-                if best.is_some_and(|(c, _, _)| c <= count[p]) {
-                    continue;
-                }
-                // A free peer holding it, the rack's first with locality.
-                let ps = &peers[h];
-                let start = if ps.is_empty() {
-                    0
-                } else {
-                    rng.below(ps.len())
-                };
-                let mut src: Option<u32> = None;
-                for k in 0..ps.len() {
-                    let o = ps[(start + k) % ps.len()] as usize;
-                    if sent[o] || !has(&have, o, p) {
-                        continue;
-                    }
-                    let cross = s.rack > 0 && rack_of(o) != rack_of(h);
-                    if cross && (rack_up[rack_of(o)] >= uplink || rack_down[rack_of(h)] >= uplink) {
-                        continue;
-                    }
-                    let better = match src {
-                        None => true,
-                        Some(x) => {
-                            s.locality && s.rack > 0 && rack_of(x as usize) != rack_of(h) && !cross
-                        }
+                let tries = if bg { TRIES } else { tries };
+                for t in 0..tries.min(miss.len()) {
+                    let i = if booting && !bg {
+                        t
+                    } else {
+                        rng.below(miss.len())
                     };
-                    if better {
-                        src = Some(o as u32);
-                        if !s.locality || !cross {
+                    let p = miss[i] as usize;
+                    if booting && !bg && p >= s.boot {
+                        break;
+                    }
+                    if bg && p < s.boot {
+                        continue;
+                    }
+                    let on_its_way = requested[h * words + p / 64] >> (p % 64) & 1 == 1;
+                    if on_its_way && s.policy.repeat_hold == 0 {
+                        continue; // on its way from the origin
+                    }
+                    if best.is_some_and(|(c, _, _)| c <= count[p]) {
+                        continue;
+                    }
+                    // A free peer holding it, the rack's first with locality.
+                    let ps = &peers[h];
+                    let start = if ps.is_empty() {
+                        0
+                    } else {
+                        rng.below(ps.len())
+                    };
+                    let mut src: Option<u32> = None;
+                    for k in 0..ps.len() {
+                        let o = ps[(start + k) % ps.len()] as usize;
+                        if sent[o] || !has(&have, o, p) {
+                            continue;
+                        }
+                        let cross = s.rack > 0 && rack_of(o) != rack_of(h);
+                        if cross
+                            && (rack_up[rack_of(o)] >= uplink || rack_down[rack_of(h)] >= uplink)
+                        {
+                            continue;
+                        }
+                        let better = match src {
+                            None => true,
+                            Some(x) => {
+                                s.locality
+                                    && s.rack > 0
+                                    && rack_of(x as usize) != rack_of(h)
+                                    && !cross
+                            }
+                        };
+                        if better {
+                            src = Some(o as u32);
+                            if !s.locality || !cross {
+                                break;
+                            }
+                        }
+                    }
+                    // The origin only for a piece no peer of this host has or fetches from
+                    // it, within the host's window, in its turn.
+                    if src.is_none()
+                        && !bg
+                        && !on_its_way
+                        && ask_origin.is_none()
+                        && knows_origin[h]
+                        && asked[h] < s.policy.window
+                        && !ps.iter().any(|&o| has(&have, o as usize, p))
+                    {
+                        let hold = if booting {
+                            s.policy.hold_reads
+                        } else {
+                            s.policy.hold_background
+                        };
+                        let held = fetchers[p].iter().any(|&(f, at)| {
+                            slot - at < hold && (s.origin_notices || ps.contains(&f))
+                        });
+                        let turn = if booting {
+                            let place = rank(p as u32, h as u32, ps);
+                            let waited = slot - waiting_since[h].1;
+                            waited
+                                >= s.policy.stagger
+                                    * place.min(swarmfs::swarm::picker::STAGGER_RANKS) as u32
+                        } else {
+                            true // `may_ask_seeder_in_background`: no turns outside a delta
+                        };
+                        if !held && turn {
+                            ask_origin = Some(p as u32);
+                        }
+                    }
+                    if let Some(src) = src {
+                        best = Some((count[p], i, src));
+                        if booting && !bg {
                             break;
                         }
-                    }
-                }
-                // The origin only for a piece no peer of this host has or fetches from
-                // it, within the host's window, in its turn.
-                if src.is_none()
-                    && !on_its_way
-                    && ask_origin.is_none()
-                    && knows_origin[h]
-                    && asked[h] < s.policy.window
-                    && !ps.iter().any(|&o| has(&have, o as usize, p))
-                {
-                    let hold = if booting {
-                        s.policy.hold_reads
-                    } else {
-                        s.policy.hold_background
-                    };
-                    let held = fetchers[p]
-                        .iter()
-                        .any(|&(f, at)| slot - at < hold && (s.origin_notices || ps.contains(&f)));
-                    let turn = if booting {
-                        let place = rank(p as u32, h as u32, ps);
-                        let waited = slot - waiting_since[h].1;
-                        waited
-                            >= s.policy.stagger
-                                * place.min(swarmfs::swarm::picker::STAGGER_RANKS) as u32
-                    } else {
-                        true // `may_ask_seeder_in_background`: no turns outside a delta
-                    };
-                    if !held && turn {
-                        ask_origin = Some(p as u32);
-                    }
-                }
-                if let Some(src) = src {
-                    best = Some((count[p], i, src));
-                    if booting {
-                        break;
                     }
                 }
             }
@@ -562,6 +606,7 @@ fn main() -> anyhow::Result<()> {
     let mut profile = false;
     let mut origin_notices = false;
     let mut repeat_hold = true;
+    let mut read_hold = true;
     let mut sizes = vec![1000usize, 2600, 10_000, 100_000];
     let args: Vec<String> = std::env::args().skip(1).collect();
     for w in args.chunks(2) {
@@ -573,6 +618,7 @@ fn main() -> anyhow::Result<()> {
             ("--profile", Some(n)) => profile = n != "0",
             ("--origin-notices", Some(n)) => origin_notices = n != "0",
             ("--repeat-hold", Some(n)) => repeat_hold = n != "0",
+            ("--read-hold", Some(n)) => read_hold = n != "0",
             ("--hosts", Some(l)) => {
                 sizes = l.split(',').map(str::parse).collect::<Result<_, _>>()?
             }
@@ -580,7 +626,7 @@ fn main() -> anyhow::Result<()> {
                 eprintln!(
                     "usage: fleet_model [--calibrate MEASURED.jsonl] [--svg OUT.svg] \
                      [--max-peers N] [--origin-max-peers N] [--profile 0|1] [--origin-notices 0|1] \
-                     [--repeat-hold 0|1] [--hosts N,N,...]"
+                     [--repeat-hold 0|1] [--read-hold 0|1] [--hosts N,N,...]"
                 );
                 std::process::exit(2);
             }
@@ -593,6 +639,9 @@ fn main() -> anyhow::Result<()> {
             for r in &mut runs {
                 if !repeat_hold {
                     r.shape.policy.repeat_hold = 0;
+                }
+                if !read_hold {
+                    r.shape.policy.read_hold = 0;
                 }
             }
             let models: Vec<_> = runs.iter().map(|r| model_of(&r.shape)).collect();
@@ -636,7 +685,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "\nmodel: 300 MB, 256 KiB pieces (1 MiB past 10,000 hosts), 100 Mbit/s, --max-peers {max_peers}, \
          origin serves {origin_peers}, boot profile {profile}, origin notices {origin_notices}, \
-         repeats held {repeat_hold}; \
+         repeats held {repeat_hold}, read repeats held {read_hold}; \
          pace {pace:.2}, start-up {start:.1} s; F/r = {floor:.1} s"
     );
     println!(
@@ -672,13 +721,13 @@ fn main() -> anyhow::Result<()> {
                 locality: layout == 2,
                 profile,
                 origin_peers,
-                policy: Policy {
-                    repeat_hold: if repeat_hold {
-                        Policy::of(piece * scale as f64, rate).repeat_hold
-                    } else {
-                        0
-                    },
-                    ..Policy::of(piece * scale as f64, rate)
+                policy: {
+                    let p = Policy::of(piece * scale as f64, rate);
+                    Policy {
+                        repeat_hold: if repeat_hold { p.repeat_hold } else { 0 },
+                        read_hold: if read_hold { p.read_hold } else { 0 },
+                        ..p
+                    }
                 },
                 origin_notices,
                 seed: 7,

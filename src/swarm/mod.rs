@@ -176,6 +176,8 @@ impl Seeder {
                 // The origin sends a piece's first copies before its repeats, and a
                 // repeat only once the fleet had time to pass the last copy on.
                 repeat_hold: Some(picker::repeat_hold(opts.upload_limit_bps)),
+                // Repeats of a piece readers wait on too, for less long.
+                read_repeat_hold: Some(picker::read_repeat_hold(opts.upload_limit_bps)),
                 ..Default::default()
             };
             let torrent = add_release(&session, &release, add_opts).await?;

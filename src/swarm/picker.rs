@@ -198,6 +198,22 @@ pub fn repeat_hold(upload_limit: Option<std::num::NonZeroU32>) -> std::time::Dur
     REPEAT_HOLD * hold_stretch(upload_limit)
 }
 
+/// An origin (`swarmfs seed`) begins a second copy of a piece a reader waits on only this
+/// long after the last copy began to a host still connected (longer at a limited uplink
+/// as [`REPEAT_HOLD`] is): the host it went to announces it within a piece's time, and
+/// the other readers take it from there and cancel. A fleet starts up together and every
+/// host reads the same start-up pieces at once: with reads served at once, the origin
+/// sent each start-up piece to every host it served that reached it before a peer had
+/// it. In `examples/fleet_model` (1,000 hosts, 300 MB, 100 Mbit/s) the origin's repeats of
+/// start-up pieces were 179 of its 222, its copies 1.19, complete median 1.26 F/r; with
+/// 100 ms: 1.10 copies, 1.18 F/r, and the boot median 2.4 s against 4.4 s.
+pub const READ_REPEAT_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// [`READ_REPEAT_HOLD`] at an uplink limited to `upload_limit` bytes/s.
+pub fn read_repeat_hold(upload_limit: Option<std::num::NonZeroU32>) -> std::time::Duration {
+    READ_REPEAT_HOLD * hold_stretch(upload_limit)
+}
+
 /// Holds on another host's copy (the origin's [`REPEAT_HOLD`], [`FETCHING_HOLDS`],
 /// [`FETCHING_HOLDS_READS`]) stretch with a limited link as the waits do, but at most this
 /// much: a piece held for a copy that was lost waits the whole hold (at 1 Mbit/s a hold

@@ -311,6 +311,13 @@ pub struct AddTorrentOptions {
     /// every request is served as soon as its turn comes.
     #[serde(skip)]
     pub repeat_hold: Option<Duration>,
+
+    /// swarmfs patch: an origin's uploads of pieces a reader waits on (which go first and
+    /// are not held by `repeat_hold`): a repeat's first chunk goes out only this long
+    /// after the piece's last copy began to another peer still connected, which passes it
+    /// on meanwhile. `None`: not held.
+    #[serde(skip)]
+    pub read_repeat_hold: Option<Duration>,
 }
 
 pub struct ListOnlyResponse {
@@ -1418,6 +1425,7 @@ impl Session {
                     _disable_upload: self._disable_upload,
                     piece_picker: opts.piece_picker.clone(),
                     repeat_hold: opts.repeat_hold,
+                    read_repeat_hold: opts.read_repeat_hold,
                 },
                 connector: self.connector.clone(),
                 session: Arc::downgrade(self),

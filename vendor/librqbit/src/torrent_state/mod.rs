@@ -125,6 +125,8 @@ pub(crate) struct ManagedTorrentOptions {
     pub piece_picker: Option<std::sync::Arc<dyn crate::piece_picker::PiecePicker>>,
     /// swarmfs patch: see `AddTorrentOptions::repeat_hold`.
     pub repeat_hold: Option<Duration>,
+    /// swarmfs patch: see `AddTorrentOptions::read_repeat_hold`.
+    pub read_repeat_hold: Option<Duration>,
 }
 
 impl ManagedTorrentOptions {

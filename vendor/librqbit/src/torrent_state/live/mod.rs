@@ -528,7 +528,10 @@ impl TorrentStateLive {
         // swarmfs patch: chunks wait here, not in the writers, and go out by class, at
         // most `UPLOAD_SLOTS` per peer in its writer (`UploadQueue`).
         let released = Arc::new(Notify::new());
-        let mut queue = UploadQueue::new(self.shared.options.repeat_hold);
+        let mut queue = UploadQueue::new(
+            self.shared.options.repeat_hold,
+            self.shared.options.read_repeat_hold,
+        );
         let mut open = true;
         loop {
             while open {
@@ -3339,6 +3342,8 @@ struct UploadQueue {
     copies: Vec<PieceCopies>,
     /// An origin's hold on repeats (`AddTorrentOptions::repeat_hold`).
     hold: Option<Duration>,
+    /// Its hold on repeats of pieces readers wait on (`AddTorrentOptions::read_repeat_hold`).
+    read_hold: Option<Duration>,
     /// When the first repeat held back becomes ready (set by `pop_ready` when it finds
     /// none ready).
     wake: Option<Instant>,
@@ -3352,11 +3357,28 @@ struct PieceCopies {
 }
 
 impl UploadQueue {
-    fn new(hold: Option<Duration>) -> Self {
+    fn new(hold: Option<Duration>, read_hold: Option<Duration>) -> Self {
         Self {
             hold,
+            read_hold,
             ..Default::default()
         }
+    }
+
+    /// When the piece's last copy began and how many did, if it went to a peer still
+    /// connected other than `item`'s, which could pass it on; and whether `item` is
+    /// the rest of a copy under way to its peer (not a repeat of its own). None: a first
+    /// copy, or a repeat nobody connected could pass on (the requester's own order
+    /// stands).
+    fn last_copy(copies: &[PieceCopies], item: &UploadItem) -> Option<(Instant, u16, bool)> {
+        let piece = item.1.piece_index.get();
+        let c = copies.get(piece as usize)?;
+        let (at, _) = c
+            .last
+            .as_ref()
+            .filter(|(_, to)| !to.is_closed() && !to.same_channel(&item.0))?;
+        let under_way = item.1.offset > 0 && item.2.begun.lock().contains(&piece);
+        Some((*at, c.begun, under_way))
     }
 
     fn push(&mut self, item: UploadItem) {
@@ -3386,43 +3408,59 @@ impl UploadQueue {
         };
         self.wake = None;
         loop {
-            if let Some(i) = self.wait.iter().position(ready) {
+            let now = Instant::now();
+            // A repeat of a waited-on piece waits `read_hold` after the last copy began:
+            // the peer it went to announces it within a piece's time, and the reader
+            // takes it from there. Without the hold, every host of a fleet reading the
+            // same start-up piece at once had a copy from the origin
+            // (`picker::READ_REPEAT_HOLD`).
+            let (copies, read_hold, wake) = (&self.copies, self.read_hold, &mut self.wake);
+            let read_held = |item: &UploadItem| -> bool {
+                let Some(hold) = read_hold else { return false };
+                if item.0.is_closed() {
+                    return false;
+                }
+                let Some((at, _, false)) = Self::last_copy(copies, item) else {
+                    return false;
+                };
+                let until = at + hold;
+                if until > now {
+                    *wake = Some(wake.map_or(until, |w| w.min(until)));
+                    return true;
+                }
+                false
+            };
+            let mut read_held = read_held;
+            if let Some(i) = self.wait.iter().position(|item| ready(item) && !read_held(item)) {
                 let item = self.wait.remove(i)?;
                 if item.0.is_closed() {
                     continue;
                 }
+                self.wake = None;
                 return Some(item);
             }
-            let now = Instant::now();
             let (copies, hold, wake) = (&self.copies, self.hold, &mut self.wake);
             // The rank of a chunk, or None while it is held (then `wake` says until when).
             let mut rank = |item: &UploadItem| -> Option<u16> {
-                let piece = item.1.piece_index.get();
-                let Some(c) = copies.get(piece as usize) else {
-                    return Some(0);
-                };
                 // A repeat nobody connected could pass on (the last copy's peer is gone)
                 // ranks as a first copy: the requester's own order stands.
-                let Some((at, _)) = c
-                    .last
-                    .as_ref()
-                    .filter(|(_, to)| !to.is_closed() && !to.same_channel(&item.0))
-                else {
+                let Some((at, begun, under_way)) = Self::last_copy(copies, item) else {
                     return Some(0);
                 };
-                if item.1.offset > 0 && item.2.begun.lock().contains(&piece) {
-                    return Some(c.begun.saturating_sub(1));
+                // The rest of a copy under way ranks one copy fewer.
+                if under_way {
+                    return Some(begun.saturating_sub(1));
                 }
                 if let Some(hold) = hold
                     && !item.0.is_closed()
                 {
-                    let until = *at + hold;
+                    let until = at + hold;
                     if until > now {
                         *wake = Some(wake.map_or(until, |w| w.min(until)));
                         return None;
                     }
                 }
-                Some(c.begun)
+                Some(begun)
             };
             let mut found = None;
             for q in [&mut self.soon, &mut self.rest] {
