@@ -276,3 +276,74 @@ fn a_seeder_holds_back_a_repeat_until_the_swarm_could_pass_the_first_copy_on() {
         "the repeat came {repeat_after:?} after the first copy"
     );
 }
+
+/// A repeat of a piece a reader waits on goes first, but only a while after the last copy
+/// began (`swarm::picker::READ_REPEAT_HOLD`, ten times as long at this seeder's limited
+/// uplink): a fleet starting up reads the same pieces at once, and the host the first
+/// copy went to passes it on meanwhile. Without the hold the origin sent every start-up
+/// piece to each host that asked before a peer had it.
+#[test]
+fn a_seeder_holds_a_repeat_of_a_waited_on_piece_briefly() {
+    let t = tempfile::tempdir().unwrap();
+    let (rel, port, _seed) = slow_seed(t.path());
+    let per_piece = rel.piece_length / CHUNK;
+    let piece_of = |body: &[u8]| u32::from_be_bytes(body[..4].try_into().unwrap()) as u64;
+    let ask = |c: &mut TcpStream, piece: u64| {
+        for k in piece * per_piece..(piece + 1) * per_piece {
+            send(c, 6, &chunk(k, rel.piece_length));
+        }
+    };
+    let wait_on = |c: &mut TcpStream, id: u8, piece: u64| {
+        let mut notice = vec![id];
+        notice.extend_from_slice(format!("d4:waiti{piece}ee").as_bytes());
+        send(c, 20, &notice);
+    };
+
+    // One host's reader waits on piece 0 and gets it.
+    let (mut x, id) = join(port, &rel, b"-CN0001-firstreader0", true);
+    let id = id.expect("the seeder takes swarmfs_fetching");
+    wait_on(&mut x, id, 0);
+    let asked = std::time::Instant::now();
+    ask(&mut x, 0);
+    let mut got = 0;
+    while got < per_piece {
+        let (m, body) = recv(&mut x);
+        if m == 7 {
+            assert_eq!(piece_of(&body), 0);
+            got += 1;
+        }
+    }
+    keep_alive(&x);
+
+    // Another host's reader waits on it too, and asks for a piece nobody has after it.
+    let (mut y, id) = join(port, &rel, b"-CN0001-secondreader", true);
+    let id = id.expect("the seeder takes swarmfs_fetching");
+    keep_alive(&y);
+    wait_on(&mut y, id, 0);
+    ask(&mut y, 0);
+    ask(&mut y, 1);
+    let mut order = Vec::new();
+    let mut repeat_after = None;
+    while order.len() < 2 * per_piece as usize {
+        let (m, body) = recv(&mut y);
+        if m == 7 {
+            order.push(piece_of(&body));
+            if piece_of(&body) == 0 && repeat_after.is_none() {
+                repeat_after = Some(asked.elapsed());
+            }
+        }
+    }
+    let repeat_after = repeat_after.unwrap();
+    eprintln!("chunks by piece, in the order they came: {order:?}; the repeat came {repeat_after:?} after the first was asked for");
+    assert_eq!(
+        order[..per_piece as usize],
+        vec![1; per_piece as usize][..],
+        "the waited-on repeat went out at once, before a first copy"
+    );
+    // The first copy began after it was asked for; the repeat a hold after that.
+    let hold = swarmfs::swarm::picker::READ_REPEAT_HOLD * swarmfs::swarm::picker::MAX_HOLD_STRETCH;
+    assert!(
+        repeat_after >= hold,
+        "the repeat came {repeat_after:?} after the first copy was asked for, within the hold of {hold:?}"
+    );
+}
