@@ -204,10 +204,10 @@ pub fn repeat_hold(upload_limit: Option<std::num::NonZeroU32>) -> std::time::Dur
 /// the other readers take it from there and cancel. A fleet starts up together and every
 /// host reads the same start-up pieces at once: with reads served at once, the origin
 /// sent each start-up piece to every host it served that asked before a peer had it.
-/// A first release from a swarmfs seed, 32 hosts, 64 MB, 50 Mbit/s, 32 KiB pieces, two
-/// alternating runs each (2026-12-08): boot median 15.5-15.7 s against 16.2-17.9 s,
-/// complete median 24.2-24.3 s against 25.8-26.5 s, origin 1.55 copies against 1.59-1.65;
-/// 8 hosts x 128 MB unchanged. `examples/fleet_model --hosts 1000 [--read-hold 0]`: origin
+/// A first release from a swarmfs seed, 32 hosts, 64 MB, 50 Mbit/s, 32 KiB pieces, three
+/// alternating runs each (2026-12-08): boot median 14.1-15.7 s against 15.1-17.9 s,
+/// complete median 23.4-24.3 s against 23.2-26.5 s, origin 1.55-1.57 copies against
+/// 1.59-1.65; 8 hosts x 128 MB unchanged. `examples/fleet_model --hosts 1000 [--read-hold 0]`: origin
 /// 1.12 copies against 1.19, complete median 1.23 F/r against 1.28, boot 2.5 s against 3.6.
 /// (docs/experiments.md)
 pub const READ_REPEAT_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
