@@ -43,6 +43,27 @@ fn chunk(k: u64, piece_len: u64) -> [u8; 12] {
     b
 }
 
+/// The piece a `piece` message (id 7) is of.
+fn piece_of(body: &[u8]) -> u64 {
+    u32::from_be_bytes(body[..4].try_into().unwrap()) as u64
+}
+
+/// Asks for (`id` 6) or cancels (`id` 8) every chunk of `piece`.
+fn ask(c: &mut TcpStream, rel: &swarmfs::release::Release, id: u8, piece: u64) {
+    let per_piece = rel.piece_length / CHUNK;
+    for k in piece * per_piece..(piece + 1) * per_piece {
+        send(c, id, &chunk(k, rel.piece_length));
+    }
+}
+
+/// Tells the seeder a reader waits on `piece` (`swarmfs_fetching {"wait": piece}`, under
+/// the id the seeder gave it).
+fn wait_on(c: &mut TcpStream, fetching_id: u8, piece: u64) {
+    let mut notice = vec![fetching_id];
+    notice.extend_from_slice(format!("d4:waiti{piece}ee").as_bytes());
+    send(c, 20, &notice);
+}
+
 /// A sample release published under `t` and seeded at 128 KiB/s on a free port:
 /// (the release, the port, the seeder).
 fn slow_seed(t: &std::path::Path) -> (swarmfs::release::Release, u16, Proc) {
@@ -183,12 +204,8 @@ fn a_seeder_sends_first_the_piece_a_reader_waits_on() {
         piece * per_piece >= background,
         "the piece is not among the background"
     );
-    let mut notice = vec![fetching_id];
-    notice.extend_from_slice(format!("d4:waiti{piece}ee").as_bytes());
-    send(&mut c, 20, &notice);
-    for k in piece * per_piece..(piece + 1) * per_piece {
-        send(&mut c, 6, &chunk(k, rel.piece_length));
-    }
+    wait_on(&mut c, fetching_id, piece);
+    ask(&mut c, &rel, 6, piece);
     keep_alive(&c);
     let (mut before, mut got) = (0u64, 0u64);
     while got < per_piece {
@@ -196,7 +213,7 @@ fn a_seeder_sends_first_the_piece_a_reader_waits_on() {
         if id != 7 {
             continue;
         }
-        if u32::from_be_bytes(body[..4].try_into().unwrap()) as u64 == piece {
+        if piece_of(&body) == piece {
             got += 1;
         } else {
             before += 1;
@@ -222,12 +239,7 @@ fn a_seeder_holds_back_a_repeat_until_the_swarm_could_pass_the_first_copy_on() {
     let t = tempfile::tempdir().unwrap();
     let (rel, port, _seed) = slow_seed(t.path());
     let per_piece = rel.piece_length / CHUNK;
-    let piece_of = |body: &[u8]| u32::from_be_bytes(body[..4].try_into().unwrap()) as u64;
-    let ask = |c: &mut TcpStream, id: u8, piece: u64| {
-        for k in piece * per_piece..(piece + 1) * per_piece {
-            send(c, id, &chunk(k, rel.piece_length));
-        }
-    };
+    let ask = |c: &mut TcpStream, id: u8, piece: u64| ask(c, &rel, id, piece);
 
     // One host gets piece 0.
     let (mut x, _) = join(port, &rel, b"-CN0001-firstcopy000", false);
@@ -287,17 +299,7 @@ fn a_seeder_holds_a_repeat_of_a_waited_on_piece_briefly() {
     let t = tempfile::tempdir().unwrap();
     let (rel, port, _seed) = slow_seed(t.path());
     let per_piece = rel.piece_length / CHUNK;
-    let piece_of = |body: &[u8]| u32::from_be_bytes(body[..4].try_into().unwrap()) as u64;
-    let ask = |c: &mut TcpStream, piece: u64| {
-        for k in piece * per_piece..(piece + 1) * per_piece {
-            send(c, 6, &chunk(k, rel.piece_length));
-        }
-    };
-    let wait_on = |c: &mut TcpStream, id: u8, piece: u64| {
-        let mut notice = vec![id];
-        notice.extend_from_slice(format!("d4:waiti{piece}ee").as_bytes());
-        send(c, 20, &notice);
-    };
+    let ask = |c: &mut TcpStream, piece: u64| ask(c, &rel, 6, piece);
 
     // One host's reader waits on piece 0 and gets it.
     let (mut x, id) = join(port, &rel, b"-CN0001-firstreader0", true);
