@@ -56,6 +56,18 @@ fn ask(c: &mut TcpStream, rel: &swarmfs::release::Release, id: u8, piece: u64) {
     }
 }
 
+/// Reads until every chunk of `piece` came, and no chunk of another.
+fn recv_piece(c: &mut TcpStream, rel: &swarmfs::release::Release, piece: u64) {
+    let mut got = 0;
+    while got < rel.piece_length / CHUNK {
+        let (id, body) = recv(c);
+        if id == 7 {
+            assert_eq!(piece_of(&body), piece);
+            got += 1;
+        }
+    }
+}
+
 /// Tells the seeder a reader waits on `piece` (`swarmfs_fetching {"wait": piece}`, under
 /// the id the seeder gave it).
 fn wait_on(c: &mut TcpStream, fetching_id: u8, piece: u64) {
@@ -244,14 +256,7 @@ fn a_seeder_holds_back_a_repeat_until_the_swarm_could_pass_the_first_copy_on() {
     // One host gets piece 0.
     let (mut x, _) = join(port, &rel, b"-CN0001-firstcopy000", false);
     ask(&mut x, 6, 0);
-    let mut got = 0;
-    while got < per_piece {
-        let (id, body) = recv(&mut x);
-        if id == 7 {
-            assert_eq!(piece_of(&body), 0);
-            got += 1;
-        }
-    }
+    recv_piece(&mut x, &rel, 0);
     let first_copy = std::time::Instant::now();
     keep_alive(&x);
 
@@ -307,14 +312,7 @@ fn a_seeder_holds_a_repeat_of_a_waited_on_piece_briefly() {
     wait_on(&mut x, id, 0);
     let asked = std::time::Instant::now();
     ask(&mut x, 0);
-    let mut got = 0;
-    while got < per_piece {
-        let (m, body) = recv(&mut x);
-        if m == 7 {
-            assert_eq!(piece_of(&body), 0);
-            got += 1;
-        }
-    }
+    recv_piece(&mut x, &rel, 0);
     keep_alive(&x);
 
     // Another host's reader waits on it too, and asks for a piece nobody has after it.
