@@ -381,8 +381,6 @@ impl Picker {
         );
     }
 
-    /// Whether another host said, less than `within` ago, that it asked the origin for
-    /// `piece`.
     /// How much the holds on another host's fetch stretch here ([`hold_stretch`]).
     fn hold_stretch(&self) -> u32 {
         self.slowdown.min(MAX_HOLD_STRETCH)
@@ -399,6 +397,8 @@ impl Picker {
         f.insert(piece, Instant::now());
     }
 
+    /// Whether another host said, less than `within` ago, that it asked the origin for
+    /// `piece`.
     fn fetched_elsewhere_within(&self, piece: u32, within: Duration) -> bool {
         let f = self.fetching.lock().expect("not poisoned");
         f.get(&piece).is_some_and(|t| t.elapsed() < within)

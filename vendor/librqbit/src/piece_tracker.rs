@@ -1917,7 +1917,10 @@ mod tests {
         let piece = tracker.chunks().get_lengths().validate_piece_index(2).unwrap();
         let host = |i: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 6881);
         let other_port = |i: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 40000);
-        let ask = |tracker: &mut PieceTracker, who: PeerHandle, seeders: &[PeerHandle]| {
+        let ask_after = |tracker: &mut PieceTracker,
+                         who: PeerHandle,
+                         seeders: &[PeerHandle],
+                         help_after: Option<Duration>| {
             tracker.acquire_piece(AcquireRequest {
                 peer: who,
                 peer_avg_time: None,
@@ -1936,7 +1939,7 @@ mod tests {
                 peer_is_seeder: seeders.contains(&who),
                 live_seeders: seeders.len() as u32,
                 priority_steal_after: None,
-                priority_help_after: None,
+                priority_help_after: help_after,
                 background_allowed: true,
                 tiers_while_held_back: 0,
                 may_ask_seeder: &|_| true,
@@ -1947,36 +1950,12 @@ mod tests {
                 all_seeders: seeders,
             })
         };
+        let ask = |tracker: &mut PieceTracker, who: PeerHandle, seeders: &[PeerHandle]| {
+            ask_after(tracker, who, seeders, None)
+        };
         assert!(matches!(ask(&mut tracker, host(1), &[]), AcquireResult::Reserved(p) if p == piece));
         // Not before the piece has been in flight `priority_help_after`.
-        let early = tracker.acquire_piece(AcquireRequest {
-            peer: host(2),
-            peer_avg_time: None,
-            priority_pieces: std::iter::once(piece),
-            file_priorities: &file_priorities,
-            file_infos: &file_infos,
-            peer_has_piece: |_| true,
-            can_steal: |_| true,
-            background_order: Some(&[]),
-            availability: &[],
-            near_availability: &[],
-            peer_is_far: false,
-            near_seeders: 0,
-            may_ask_far: &|_, _| true,
-            soon: &[],
-            peer_is_seeder: false,
-            live_seeders: 0,
-            priority_steal_after: None,
-            priority_help_after: Some(Duration::from_secs(3600)),
-            background_allowed: true,
-            tiers_while_held_back: 0,
-            may_ask_seeder: &|_| true,
-            fetching_elsewhere: &|_| false,
-            only_priority: true,
-            peer_bitfield: None,
-            seeders: &[],
-            all_seeders: &[],
-        });
+        let early = ask_after(&mut tracker, host(2), &[], Some(Duration::from_secs(3600)));
         assert!(matches!(early, AcquireResult::NoneAvailable), "{early:?}");
         // Another host helps; a second connection to that host does not; a seeder does not.
         assert!(matches!(ask(&mut tracker, host(2), &[host(9)]), AcquireResult::Help(p) if p == piece));

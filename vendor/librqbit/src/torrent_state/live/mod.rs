@@ -3349,6 +3349,16 @@ struct UploadQueue {
     wake: Option<Instant>,
 }
 
+/// swarmfs patch: whether a copy begun at `at` still holds a repeat back for `hold` at
+/// `now`; if so, `wake` comes forward to when the hold ends.
+fn held(at: Instant, hold: Duration, now: Instant, wake: &mut Option<Instant>) -> bool {
+    let until = at + hold;
+    if until > now {
+        *wake = Some(wake.map_or(until, |w| w.min(until)));
+    }
+    until > now
+}
+
 /// swarmfs patch: how often a piece went out from here (`UploadQueue`).
 #[derive(Default, Clone)]
 struct PieceCopies {
@@ -3415,22 +3425,12 @@ impl UploadQueue {
             // same start-up piece at once had a copy from the origin
             // (`picker::READ_REPEAT_HOLD`).
             let (copies, read_hold, wake) = (&self.copies, self.read_hold, &mut self.wake);
-            let read_held = |item: &UploadItem| -> bool {
-                let Some(hold) = read_hold else { return false };
-                if item.0.is_closed() {
-                    return false;
-                }
-                let Some((at, _, false)) = Self::last_copy(copies, item) else {
+            let mut read_held = |item: &UploadItem| {
+                let Some(hold) = read_hold.filter(|_| !item.0.is_closed()) else {
                     return false;
                 };
-                let until = at + hold;
-                if until > now {
-                    *wake = Some(wake.map_or(until, |w| w.min(until)));
-                    return true;
-                }
-                false
+                matches!(Self::last_copy(copies, item), Some((at, _, false)) if held(at, hold, now, wake))
             };
-            let mut read_held = read_held;
             if let Some(i) = self.wait.iter().position(|item| ready(item) && !read_held(item)) {
                 let item = self.wait.remove(i)?;
                 if item.0.is_closed() {
@@ -3453,12 +3453,9 @@ impl UploadQueue {
                 }
                 if let Some(hold) = hold
                     && !item.0.is_closed()
+                    && held(at, hold, now, wake)
                 {
-                    let until = at + hold;
-                    if until > now {
-                        *wake = Some(wake.map_or(until, |w| w.min(until)));
-                        return None;
-                    }
+                    return None;
                 }
                 Some(begun)
             };
